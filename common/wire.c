@@ -47,47 +47,109 @@ bool wire_stream_valid(const char *s)
     return n >= 8;
 }
 
+int wire_format_double(double v, char *buf, size_t len)
+{
+    int n;
+
+    if (!isfinite(v))
+        return snprintf(buf, len, "null");
+    if (v == floor(v) && fabs(v) < 1e15)
+        return snprintf(buf, len, "%.0f", v);
+    n = snprintf(buf, len, "%.15g", v);
+    if (strtod(buf, NULL) != v)
+        n = snprintf(buf, len, "%.17g", v);
+    return n;
+}
+
+/* Appends formatted text to buf at *pos; returns -1 once it no longer fits. */
+static int put(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int put(char *buf, size_t len, size_t *pos, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (*pos >= len)
+        return -1;
+    va_start(ap, fmt);
+    n = vsnprintf(buf + *pos, len - *pos, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= len - *pos)
+        return -1;
+    *pos += (size_t)n;
+    return 0;
+}
+
+/* Copies s keeping only characters that need no JSON escaping and are printable. */
+static void safe_text(const char *s, char *out, size_t len)
+{
+    size_t j = 0;
+    for (size_t i = 0; s[i] && j + 1 < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[j++] = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
+    }
+    out[j] = '\0';
+}
+
+int wire_encode_reading(const struct reading *r, char *buf, size_t len)
+{
+    size_t pos = 0;
+    char num[40];
+    int first = 1;
+
+    if (put(buf, len, &pos, "{\"seq\":%llu,\"meter\":\"%s\",\"ts\":%lld,\"ok\":%s",
+            (unsigned long long)r->seq, r->meter, (long long)r->ts_ms,
+            r->ok ? "true" : "false") < 0)
+        return -ENOSPC;
+    if (r->unsynced && put(buf, len, &pos, ",\"clock\":\"unsynced\"") < 0)
+        return -ENOSPC;
+    if (!r->ok) {
+        char err[WIRE_ERROR_MAX];
+        safe_text(r->error[0] ? r->error : "failed", err, sizeof(err));
+        if (put(buf, len, &pos, ",\"error\":\"%s\"}", err) < 0)
+            return -ENOSPC;
+        return (int)pos;
+    }
+    if (put(buf, len, &pos, ",\"values\":{") < 0)
+        return -ENOSPC;
+    for (int q = 0; q < qty_count(); q++) {
+        if (!(r->present & (1u << q)) || !isfinite(r->values[q]))
+            continue;
+        wire_format_double(r->values[q], num, sizeof(num));
+        if (put(buf, len, &pos, "%s\"%s\":%s", first ? "" : ",", qty_at(q)->name, num) < 0)
+            return -ENOSPC;
+        first = 0;
+    }
+    if (put(buf, len, &pos, "}}") < 0)
+        return -ENOSPC;
+    return (int)pos;
+}
+
 char *wire_encode_batch(const char *gw, const char *stream, const struct reading *r, int n)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *arr;
-    char *out = NULL;
+    size_t cap = 256 + (size_t)(n > 0 ? n : 0) * WIRE_READING_MAX, pos = 0;
+    char *out = malloc(cap);
 
-    if (!root)
+    if (!out)
         return NULL;
-    if (!cJSON_AddNumberToObject(root, "v", WIRE_VERSION) ||
-        !cJSON_AddStringToObject(root, "gw", gw) ||
-        !cJSON_AddStringToObject(root, "stream", stream) ||
-        !(arr = cJSON_AddArrayToObject(root, "readings")))
-        goto done;
+    if (put(out, cap, &pos, "{\"v\":%d,\"gw\":\"%s\",\"stream\":\"%s\",\"readings\":[",
+            WIRE_VERSION, gw, stream) < 0)
+        goto fail;
     for (int i = 0; i < n; i++) {
-        cJSON *o = cJSON_CreateObject(), *vals;
-        if (!o)
-            goto done;
-        cJSON_AddItemToArray(arr, o);
-        if (!cJSON_AddNumberToObject(o, "seq", (double)r[i].seq) ||
-            !cJSON_AddStringToObject(o, "meter", r[i].meter) ||
-            !cJSON_AddNumberToObject(o, "ts", (double)r[i].ts_ms) ||
-            !cJSON_AddBoolToObject(o, "ok", r[i].ok))
-            goto done;
-        if (r[i].unsynced && !cJSON_AddStringToObject(o, "clock", "unsynced"))
-            goto done;
-        if (!r[i].ok) {
-            if (!cJSON_AddStringToObject(o, "error", r[i].error[0] ? r[i].error : "failed"))
-                goto done;
-            continue;
-        }
-        if (!(vals = cJSON_AddObjectToObject(o, "values")))
-            goto done;
-        for (int q = 0; q < qty_count(); q++)
-            if ((r[i].present & (1u << q)) &&
-                !cJSON_AddNumberToObject(vals, qty_at(q)->name, r[i].values[q]))
-                goto done;
+        int w;
+        if (i > 0)
+            out[pos++] = ',';
+        w = wire_encode_reading(&r[i], out + pos, cap - pos);
+        if (w < 0)
+            goto fail;
+        pos += (size_t)w;
     }
-    out = cJSON_PrintUnformatted(root);
-done:
-    cJSON_Delete(root);
+    if (put(out, cap, &pos, "]}") < 0)
+        goto fail;
     return out;
+fail:
+    free(out);
+    return NULL;
 }
 
 static int eset(char *err, size_t errlen, const char *fmt, ...)

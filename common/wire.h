@@ -56,6 +56,14 @@ struct wire_batch {
 bool wire_id_valid(const char *s);
 bool wire_stream_valid(const char *s);
 
+/* Encodes one reading as a JSON object into buf. Returns the length written (excluding the
+ * NUL), or -ENOSPC when buf is too small (WIRE_READING_MAX always suffices). */
+#define WIRE_READING_MAX 2048
+int wire_encode_reading(const struct reading *r, char *buf, size_t len);
+
+/* Writes the shortest decimal form of v that reads back as exactly v. buf >= 32 bytes. */
+int wire_format_double(double v, char *buf, size_t len);
+
 /* Encodes a readings batch. Returns a malloc'd NUL-terminated string, or NULL when out of
  * memory. */
 char *wire_encode_batch(const char *gw, const char *stream, const struct reading *r, int n);
