@@ -6,6 +6,7 @@
  * silently ignored.
  */
 #include "config.h"
+#include "jsonc.h"
 #include "log.h"
 
 #include <cjson/cJSON.h>
@@ -206,23 +207,29 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     static const char *const queue_keys[] = {"path", "max_rows", NULL};
     static const char *const uplink_keys[] = {"batch_max", "inflight_max", NULL};
     struct chk c = {origin, report, arg, 0};
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    char *text = malloc(len + 1);
+    cJSON *root = NULL;
     const cJSON *o, *it;
     static const cJSON empty_obj = {.type = cJSON_Object};
     char perr[512];
     int i;
 
     memset(cfg, 0, sizeof(*cfg));
+    if (!text) {
+        cerr(&c, "", NULL, "out of memory");
+        goto done;
+    }
+    memcpy(text, json, len);
+    text[len] = '\0';
+    json_strip_comments(text, len);
+    root = cJSON_ParseWithLength(text, len);
     if (!root || !cJSON_IsObject(root)) {
         const char *where = cJSON_GetErrorPtr();
         if (root)
             cerr(&c, "", NULL, "the top level must be a JSON object");
-        else if (where && where >= json && where <= json + len) {
-            int line = 1;
-            for (const char *p = json; p < where; p++)
-                line += *p == '\n';
-            cerr(&c, "", NULL, "not valid JSON (near line %d)", line);
-        } else
+        else if (where && where >= text && where <= text + len)
+            cerr(&c, "", NULL, "not valid JSON (near line %d)", json_line_of(text, where));
+        else
             cerr(&c, "", NULL, "not valid JSON");
         goto done;
     }
@@ -322,6 +329,7 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     }
 done:
     cJSON_Delete(root);
+    free(text);
     return c.nerr;
 }
 
