@@ -1,0 +1,1005 @@
+/*
+ * meter-sim: a Modbus slave that plays electricity meters, for tests, demos and benchmarks.
+ *
+ * It serves any number of simulated meters (each a unit id with a profile from
+ * agent/profiles and a value model, model.h) over Modbus TCP on one listening socket and
+ * over Modbus RTU on a pseudo-terminal, from one single-threaded poll loop. libmodbus builds
+ * every reply from the meter's register mapping; meter-sim frames the requests itself
+ * (TCP: MBAP header; RTU: rtu_frame.h) so that one line can carry many unit ids and a slow
+ * or broken client never blocks the loop. With --served-log it writes every value it served,
+ * decoded as a master decodes it, so tests can compare what a consumer stored with it.
+ *
+ * It is not a conformance test of Modbus and does not emulate a meter's configuration
+ * registers. Fault injection (no reply, CRC errors, exceptions, slow replies, line speed)
+ * belongs in serve_request().
+ */
+#define _GNU_SOURCE /* ppoll, accept4 */
+
+#include "log.h"
+#include "model.h"
+#include "profile.h"
+#include "quantities.h"
+#include "rtu_frame.h"
+#include "timeutil.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <modbus/modbus.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define MAX_METERS 256
+#define MAX_CLIENTS 32
+#define TCP_ADU_MAX 260 /* MBAP header (7) + PDU (253) */
+#define REQ_BUF (TCP_ADU_MAX + 16)
+#define HOST_MAX 256
+
+enum bus { BUS_TCP, BUS_RTU };
+static const char *const bus_names[] = {"tcp", "rtu"};
+
+struct meter_spec {
+    const char *arg; /* as given, for messages */
+    enum bus bus;
+    int unit;
+    char model[PROFILE_NAME_MAX];
+};
+
+struct options {
+    const char *profiles;
+    int tcp;
+    char tcp_host[HOST_MAX];
+    int tcp_port;
+    int rtu;
+    const char *pty_link;
+    int baud;
+    struct meter_spec specs[MAX_METERS];
+    int nspecs;
+    const char *served_log;
+    uint64_t seed;
+    int verbose;
+};
+
+struct meter {
+    enum bus bus;
+    int unit;
+    int index; /* position on the command line: with the seed, picks the model's values */
+    const struct profile *prof;
+    struct model *model;
+    modbus_mapping_t *map;
+};
+
+struct client {
+    int fd;
+    size_t len;
+    uint8_t buf[TCP_ADU_MAX];
+};
+
+struct sim {
+    struct options opt;
+    struct profile_set profiles;
+    struct meter meters[MAX_METERS];
+    int nmeters;
+
+    int listen_fd;
+    int tcp_port; /* the port really bound */
+    modbus_t *tcp_ctx;
+    struct client clients[MAX_CLIENTS];
+    int nclients;
+
+    int pty_master;
+    int pty_slave; /* kept open so the master never sees a hangup between clients */
+    char pty_name[128];
+    int pty_linked;
+    modbus_t *rtu_ctx;
+    struct rtu_framer framer;
+
+    FILE *served;
+    int served_failed;
+};
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: meter-sim [--profiles DIR] [--tcp HOST:PORT] [--rtu] [--pty-link PATH]\n"
+            "                 [--baud N] [--meter BUS:UNIT:MODEL]... [--served-log FILE]\n"
+            "                 [--seed N] [-v]\n"
+            "\n"
+            "Simulates Modbus electricity meters over TCP and over RTU on a pseudo-terminal.\n"
+            "\n"
+            "  --profiles DIR        meter profiles (*.json); default %s\n"
+            "  --tcp HOST:PORT       serve Modbus TCP on HOST:PORT (port 0: any free port)\n"
+            "  --rtu                 serve Modbus RTU on a new pseudo-terminal\n"
+            "  --pty-link PATH       also make PATH a symlink to the pseudo-terminal\n"
+            "  --baud N              line speed for RTU frame timing (default 9600)\n"
+            "  --meter BUS:UNIT:MODEL  a meter: BUS tcp or rtu, UNIT 1..247, MODEL a profile\n"
+            "                        (repeat for more meters; unit ids unique per bus)\n"
+            "  --served-log FILE     append one JSON line per read served\n"
+            "  --seed N              seed of the value model (default 1)\n"
+            "  -v, --verbose         more log output (repeat for more)\n"
+            "  -h, --help            this help\n"
+            "\n"
+            "When ready it prints \"tcp HOST:PORT\", \"rtu DEVICE\" and \"ready\" on stdout.\n"
+            "SIGINT or SIGTERM stops it.\n",
+            profile_default_dir());
+}
+
+/* Strict decimal integer in [lo, hi]: digits only (an optional leading '-'), no spaces,
+ * nothing after. */
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v;
+
+    if (s == NULL ||
+        !(isdigit((unsigned char)s[0]) || (s[0] == '-' && isdigit((unsigned char)s[1]))))
+        return -EINVAL;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi)
+        return -ERANGE;
+    *out = v;
+    return 0;
+}
+
+static int parse_tcp(const char *arg, struct options *o)
+{
+    const char *colon = strrchr(arg, ':');
+    size_t hlen;
+    long port;
+
+    if (colon == NULL || colon == arg) {
+        fprintf(stderr, "meter-sim: --tcp \"%s\": expected HOST:PORT\n", arg);
+        return -EINVAL;
+    }
+    hlen = (size_t)(colon - arg);
+    if (arg[0] == '[' && hlen >= 2 && arg[hlen - 1] == ']') {
+        arg++; /* [::1]:502 */
+        hlen -= 2;
+    }
+    if (hlen == 0 || hlen >= sizeof(o->tcp_host)) {
+        fprintf(stderr, "meter-sim: --tcp \"%s\": bad host\n", arg);
+        return -EINVAL;
+    }
+    if (parse_long(colon + 1, 0, 65535, &port) < 0) {
+        fprintf(stderr, "meter-sim: --tcp \"%s\": port \"%s\" is not a number in 0..65535\n", arg,
+                colon + 1);
+        return -EINVAL;
+    }
+    memcpy(o->tcp_host, arg, hlen);
+    o->tcp_host[hlen] = '\0';
+    o->tcp_port = (int)port;
+    o->tcp = 1;
+    return 0;
+}
+
+static int parse_meter(const char *arg, struct options *o)
+{
+    struct meter_spec *sp;
+    const char *c1 = strchr(arg, ':');
+    const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    char unit[16];
+    long u;
+    size_t n;
+
+    if (o->nspecs >= MAX_METERS) {
+        fprintf(stderr, "meter-sim: --meter \"%s\": more than %d meters\n", arg, MAX_METERS);
+        return -E2BIG;
+    }
+    sp = &o->specs[o->nspecs];
+    if (c1 == NULL || c2 == NULL) {
+        fprintf(stderr, "meter-sim: --meter \"%s\": expected BUS:UNIT:MODEL\n", arg);
+        return -EINVAL;
+    }
+    if ((size_t)(c1 - arg) == 3 && strncmp(arg, "tcp", 3) == 0) {
+        sp->bus = BUS_TCP;
+    } else if ((size_t)(c1 - arg) == 3 && strncmp(arg, "rtu", 3) == 0) {
+        sp->bus = BUS_RTU;
+    } else {
+        fprintf(stderr, "meter-sim: --meter \"%s\": bus \"%.*s\" is not tcp or rtu\n", arg,
+                (int)(c1 - arg), arg);
+        return -EINVAL;
+    }
+    n = (size_t)(c2 - c1 - 1);
+    if (n >= sizeof(unit)) {
+        fprintf(stderr, "meter-sim: --meter \"%s\": unit id is not a number in 1..247\n", arg);
+        return -EINVAL;
+    }
+    memcpy(unit, c1 + 1, n);
+    unit[n] = '\0';
+    if (parse_long(unit, 1, 247, &u) < 0) {
+        fprintf(stderr, "meter-sim: --meter \"%s\": unit id \"%s\" is not a number in 1..247\n",
+                arg, unit);
+        return -EINVAL;
+    }
+    if (c2[1] == '\0' || strlen(c2 + 1) >= sizeof(sp->model)) {
+        fprintf(stderr, "meter-sim: --meter \"%s\": bad model name\n", arg);
+        return -EINVAL;
+    }
+    for (int i = 0; i < o->nspecs; i++) {
+        if (o->specs[i].bus == sp->bus && o->specs[i].unit == (int)u) {
+            fprintf(stderr, "meter-sim: --meter \"%s\": unit %ld is already used on %s by \"%s\"\n",
+                    arg, u, bus_names[sp->bus], o->specs[i].arg);
+            return -EEXIST;
+        }
+    }
+    sp->arg = arg;
+    sp->unit = (int)u;
+    strcpy(sp->model, c2 + 1);
+    o->nspecs++;
+    return 0;
+}
+
+/* Parses the command line into *o. Returns 0, 1 when --help was given, or -EINVAL after
+ * printing why to stderr. */
+static int parse_args(int argc, char **argv, struct options *o)
+{
+    enum {
+        OPT_PROFILES = 256,
+        OPT_TCP,
+        OPT_RTU,
+        OPT_PTY_LINK,
+        OPT_BAUD,
+        OPT_METER,
+        OPT_SERVED_LOG,
+        OPT_SEED
+    };
+    static const struct option longopts[] = {
+        {"profiles", required_argument, NULL, OPT_PROFILES},
+        {"tcp", required_argument, NULL, OPT_TCP},
+        {"rtu", no_argument, NULL, OPT_RTU},
+        {"pty-link", required_argument, NULL, OPT_PTY_LINK},
+        {"baud", required_argument, NULL, OPT_BAUD},
+        {"meter", required_argument, NULL, OPT_METER},
+        {"served-log", required_argument, NULL, OPT_SERVED_LOG},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c, bad = 0, meter_args = 0, tcp_meters = 0, rtu_meters = 0;
+    long l;
+
+    memset(o, 0, sizeof(*o));
+    o->profiles = profile_default_dir();
+    o->baud = 9600;
+    o->seed = 1;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":vh", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_PROFILES:
+            o->profiles = optarg;
+            break;
+        case OPT_TCP:
+            if (o->tcp) {
+                fprintf(stderr, "meter-sim: --tcp given twice\n");
+                bad = 1;
+            } else if (parse_tcp(optarg, o) < 0) {
+                bad = 1;
+            }
+            break;
+        case OPT_RTU:
+            o->rtu = 1;
+            break;
+        case OPT_PTY_LINK:
+            if (optarg[0] == '\0') {
+                fprintf(stderr, "meter-sim: --pty-link: empty path\n");
+                bad = 1;
+            }
+            o->pty_link = optarg;
+            break;
+        case OPT_BAUD:
+            if (parse_long(optarg, 50, 4000000, &l) < 0) {
+                fprintf(stderr, "meter-sim: --baud \"%s\": not a number in 50..4000000\n", optarg);
+                bad = 1;
+            } else {
+                o->baud = (int)l;
+            }
+            break;
+        case OPT_METER:
+            meter_args++;
+            if (parse_meter(optarg, o) < 0)
+                bad = 1;
+            break;
+        case OPT_SERVED_LOG:
+            o->served_log = optarg;
+            break;
+        case OPT_SEED: {
+            char *end;
+            unsigned long long v;
+
+            errno = 0;
+            v = strtoull(optarg, &end, 10);
+            if (!isdigit((unsigned char)optarg[0]) || errno != 0 || *end != '\0') {
+                fprintf(stderr, "meter-sim: --seed \"%s\": not a number in 0..%llu\n", optarg,
+                        (unsigned long long)UINT64_MAX);
+                bad = 1;
+            } else {
+                o->seed = (uint64_t)v;
+            }
+            break;
+        }
+        case 'v':
+            o->verbose++;
+            break;
+        case 'h':
+            usage(stdout);
+            return 1;
+        case ':':
+            fprintf(stderr, "meter-sim: %s needs an argument\n", argv[optind - 1]);
+            bad = 1;
+            break;
+        default:
+            fprintf(stderr, "meter-sim: unknown option \"%s\"\n", argv[optind - 1]);
+            bad = 1;
+            break;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "meter-sim: unexpected argument \"%s\"\n", argv[optind]);
+        bad = 1;
+    }
+
+    for (int i = 0; i < o->nspecs; i++) {
+        if (o->specs[i].bus == BUS_TCP)
+            tcp_meters++;
+        else
+            rtu_meters++;
+    }
+    if (meter_args == 0) {
+        fprintf(stderr, "meter-sim: no meter: give at least one --meter BUS:UNIT:MODEL\n");
+        bad = 1;
+    }
+    if (tcp_meters > 0 && !o->tcp) {
+        fprintf(stderr, "meter-sim: tcp meters need --tcp HOST:PORT\n");
+        bad = 1;
+    }
+    if (rtu_meters > 0 && !o->rtu) {
+        fprintf(stderr, "meter-sim: rtu meters need --rtu\n");
+        bad = 1;
+    }
+    if (o->pty_link != NULL && !o->rtu) {
+        fprintf(stderr, "meter-sim: --pty-link needs --rtu\n");
+        bad = 1;
+    }
+    if (bad) {
+        fprintf(stderr, "meter-sim: see meter-sim --help\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* --- meters --- */
+
+static int profile_phases(const struct profile *p)
+{
+    static const char *const three[] = {"voltage_l2", "voltage_l3", "current_l2",
+                                        "current_l3", "power_l2",   "power_l3"};
+
+    for (int i = 0; i < p->nregs; i++)
+        for (size_t k = 0; k < sizeof(three) / sizeof(three[0]); k++)
+            if (p->regs[i].qty == qty_index(three[k]))
+                return 3;
+    return 1;
+}
+
+/* Builds every meter of the command line: profile, model, and a mapping sized to the
+ * highest register the profile uses, per function code. */
+static int meters_create(struct sim *s)
+{
+    int64_t start = mono_ms();
+
+    for (int i = 0; i < s->opt.nspecs; i++) {
+        const struct meter_spec *sp = &s->opt.specs[i];
+        struct meter *m = &s->meters[i];
+        int nb_hold = 0, nb_input = 0;
+
+        m->prof = profile_set_find(&s->profiles, sp->model);
+        if (m->prof == NULL) {
+            char known[512] = "";
+            size_t n = 0;
+
+            for (int k = 0; k < s->profiles.n && n < sizeof(known); k++)
+                n += (size_t)snprintf(known + n, sizeof(known) - n, "%s%s", k ? ", " : "",
+                                      s->profiles.items[k].model);
+            log_warnx("--meter \"%s\": no profile \"%s\" in %s (there are: %s)", sp->arg, sp->model,
+                      s->opt.profiles, known);
+            return -ENOENT;
+        }
+        for (int r = 0; r < m->prof->nregs; r++) {
+            const struct prof_reg *reg = &m->prof->regs[r];
+            int end = reg->addr + reg_words((enum reg_type)reg->type);
+
+            if (reg->fc == 3 && end > nb_hold)
+                nb_hold = end;
+            else if (reg->fc == 4 && end > nb_input)
+                nb_input = end;
+        }
+        m->bus = sp->bus;
+        m->unit = sp->unit;
+        m->index = i;
+        m->map = modbus_mapping_new(0, 0, nb_hold, nb_input);
+        m->model = model_new(s->opt.seed, i, profile_phases(m->prof), start);
+        s->nmeters = i + 1;
+        if (m->map == NULL || m->model == NULL) {
+            log_warnx("out of memory");
+            return -ENOMEM;
+        }
+        log_info("meter %s unit %d: %s (%s), %d holding and %d input registers", bus_names[m->bus],
+                 m->unit, m->prof->model, m->prof->name, nb_hold, nb_input);
+    }
+    return 0;
+}
+
+static void meters_free(struct sim *s)
+{
+    for (int i = 0; i < s->nmeters; i++) {
+        if (s->meters[i].map != NULL)
+            modbus_mapping_free(s->meters[i].map);
+        model_free(s->meters[i].model);
+    }
+    s->nmeters = 0;
+}
+
+static struct meter *meter_find(struct sim *s, enum bus bus, int unit)
+{
+    for (int i = 0; i < s->nmeters; i++)
+        if (s->meters[i].bus == bus && s->meters[i].unit == unit)
+            return &s->meters[i];
+    return NULL;
+}
+
+static uint16_t *meter_table(struct meter *m, int fc, int *nb)
+{
+    if (fc == 3) {
+        *nb = m->map->nb_registers;
+        return m->map->tab_registers;
+    }
+    *nb = m->map->nb_input_registers;
+    return m->map->tab_input_registers;
+}
+
+/* Brings the model to now_ms and writes every profile register's value into the mapping. */
+static void meter_refresh(struct meter *m, int64_t now_ms)
+{
+    model_update(m->model, now_ms);
+    for (int r = 0; r < m->prof->nregs; r++) {
+        const struct prof_reg *reg = &m->prof->regs[r];
+        double v = model_value(m->model, reg->qty);
+        uint16_t *tab;
+        int nb;
+
+        if (reg->fc != 3 && reg->fc != 4)
+            continue;
+        tab = meter_table(m, reg->fc, &nb);
+        if (reg_encode(reg, v, tab + reg->addr) == -ERANGE)
+            log_debug("%s unit %d: %s = %g does not fit %s; clamped", bus_names[m->bus], m->unit,
+                      qty_at(reg->qty)->name, v, reg_type_name((enum reg_type)reg->type));
+    }
+}
+
+/* --- served log --- */
+
+/* One JSON line: every profile register that lies wholly in the range just served, decoded
+ * from the mapping words the reply carried. */
+static void served_log(struct sim *s, struct meter *m, int fc, int addr, int count)
+{
+    int nb, first = 1;
+    uint16_t *tab = meter_table(m, fc, &nb);
+
+    if (s->served == NULL)
+        return;
+    fprintf(s->served,
+            "{\"t\":%" PRId64 ",\"bus\":\"%s\",\"unit\":%d,\"fc\":%d,\"addr\":%d,\"count\":%d,"
+            "\"values\":{",
+            now_ms(), bus_names[m->bus], m->unit, fc, addr, count);
+    for (int r = 0; r < m->prof->nregs; r++) {
+        const struct prof_reg *reg = &m->prof->regs[r];
+        int w = reg_words((enum reg_type)reg->type);
+        double v;
+
+        if (reg->fc != fc || reg->addr < addr || reg->addr + w > addr + count)
+            continue;
+        if (reg_decode(reg, tab + reg->addr, &v) < 0)
+            continue;
+        fprintf(s->served, "%s\"%s\":%.17g", first ? "" : ",", qty_at(reg->qty)->name, v);
+        first = 0;
+    }
+    fputs("}}\n", s->served);
+    if (fflush(s->served) != 0 && !s->served_failed) {
+        log_warn("%s: write", s->opt.served_log);
+        s->served_failed = 1;
+    }
+}
+
+/* --- requests --- */
+
+/*
+ * Answers one framed request for meter m on the context ctx, whose socket is already the
+ * one to answer on. req holds the whole ADU (RTU: CRC included, already checked) in a
+ * buffer of at least REQ_BUF bytes, zero after the frame, because libmodbus reads the
+ * fields the function code implies without knowing the frame's length.
+ *
+ * This is the one place where a reply is decided, so fault injection goes here: per meter
+ * or per request, stay silent (a timeout on the master), corrupt the CRC, answer an
+ * exception, or delay the reply (a slow meter, or the time the bytes take at the line's
+ * baud rate; a delay needs a queue of replies due at a time, which the poll loop's timeout
+ * would then include, like the RTU framer's deadline).
+ */
+static void serve_request(struct sim *s, struct meter *m, modbus_t *ctx, const uint8_t *req,
+                          int len)
+{
+    int off = modbus_get_header_length(ctx);
+    int fc = req[off];
+    int addr = (req[off + 1] << 8) | req[off + 2];
+    int count = (req[off + 3] << 8) | req[off + 4];
+    int is_read = fc == MODBUS_FC_READ_HOLDING_REGISTERS || fc == MODBUS_FC_READ_INPUT_REGISTERS;
+    int nb = 0;
+    int rc;
+
+    log_debug("%s unit %d: fc %d addr %d count %d", bus_names[m->bus], m->unit, fc, addr, count);
+    if (is_read) {
+        meter_refresh(m, mono_ms());
+        meter_table(m, fc, &nb);
+    }
+    /* Writes (FC 5, 6, 15, 16) land in the mapping as libmodbus does it; the next read
+     * overwrites the registers the profile names. Range errors get libmodbus's exceptions. */
+    rc = modbus_reply(ctx, req, len, m->map);
+    if (rc < 0) {
+        log_warn("%s unit %d: sending the reply", bus_names[m->bus], m->unit);
+        return;
+    }
+    if (is_read && count >= 1 && count <= MODBUS_MAX_READ_REGISTERS && addr + count <= nb)
+        served_log(s, m, fc, addr, count);
+}
+
+/* libmodbus sleeps for the response timeout before it answers "illegal data value" (and
+ * then flushes the line); in a single-threaded server that sleep would stall every bus, so
+ * make it as short as libmodbus allows. */
+static void reply_ctx_setup(modbus_t *ctx)
+{
+    if (modbus_set_response_timeout(ctx, 0, 1) < 0)
+        log_warn("modbus_set_response_timeout");
+}
+
+/* --- TCP --- */
+
+static int tcp_listen(struct sim *s)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    char port[16];
+    int fd = -1, rc, one = 1;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%d", s->opt.tcp_port);
+    rc = getaddrinfo(s->opt.tcp_host, port, &hints, &res);
+    if (rc != 0) {
+        log_warnx("--tcp %s: %s", s->opt.tcp_host, gai_strerror(rc));
+        return -EINVAL;
+    }
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0)
+            break;
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0) {
+        log_warn("--tcp %s:%d: cannot listen", s->opt.tcp_host, s->opt.tcp_port);
+        goto fail;
+    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+        log_warn("getsockname");
+        goto fail;
+    }
+    s->tcp_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    /* The context only builds replies; each client's socket is set on it in turn. */
+    s->tcp_ctx = modbus_new_tcp("127.0.0.1", 502);
+    if (s->tcp_ctx == NULL) {
+        log_warn("modbus_new_tcp");
+        goto fail;
+    }
+    reply_ctx_setup(s->tcp_ctx);
+    freeaddrinfo(res);
+    s->listen_fd = fd;
+    return 0;
+
+fail:
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return -EIO;
+}
+
+static void tcp_accept(struct sim *s)
+{
+    struct client *c;
+    int fd, one = 1;
+    struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
+
+    fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            log_warn("accept");
+        return;
+    }
+    if (s->nclients >= MAX_CLIENTS) {
+        log_warnx("tcp: %d clients already; refusing another", MAX_CLIENTS);
+        close(fd);
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* Replies are written blocking; a client that stops reading must not stall the loop
+     * for long. */
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    c = &s->clients[s->nclients++];
+    c->fd = fd;
+    c->len = 0;
+    log_debug("tcp: client %d connected (%d now)", fd, s->nclients);
+}
+
+static void tcp_drop(struct client *c, const char *why)
+{
+    log_debug("tcp: client %d: %s; closing", c->fd, why);
+    close(c->fd);
+    c->fd = -1;
+}
+
+/* Answers one MBAP frame of len bytes at the start of c->buf. */
+static void tcp_frame(struct sim *s, struct client *c, size_t len)
+{
+    uint8_t req[REQ_BUF];
+    int unit = c->buf[6];
+    struct meter *m;
+
+    memset(req, 0, sizeof(req));
+    memcpy(req, c->buf, len);
+    modbus_set_socket(s->tcp_ctx, c->fd);
+    m = meter_find(s, BUS_TCP, unit);
+    if (m == NULL) {
+        /* Answer as a Modbus TCP gateway does for a device that is not there: exception
+         * 0x0B, so a master fails at once instead of waiting for its timeout. */
+        log_debug("tcp: no meter with unit %d", unit);
+        if (modbus_reply_exception(s->tcp_ctx, req, MODBUS_EXCEPTION_GATEWAY_TARGET) < 0)
+            log_warn("tcp unit %d: sending the exception", unit);
+        return;
+    }
+    serve_request(s, m, s->tcp_ctx, req, (int)len);
+}
+
+static void tcp_read(struct sim *s, struct client *c)
+{
+    ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
+
+    if (n == 0) {
+        tcp_drop(c, "disconnected");
+        return;
+    }
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        log_debug("tcp: client %d: recv: %s", c->fd, strerror(errno));
+        tcp_drop(c, "receive error");
+        return;
+    }
+    c->len += (size_t)n;
+
+    /* MBAP: transaction id (2), protocol id (2, zero), length of what follows (2), unit. */
+    while (c->len >= 7 && c->fd >= 0) {
+        unsigned proto = ((unsigned)c->buf[2] << 8) | c->buf[3];
+        size_t follow = ((size_t)c->buf[4] << 8) | c->buf[5];
+        size_t total = 6 + follow;
+
+        if (proto != 0 || follow < 2 || total > TCP_ADU_MAX) {
+            tcp_drop(c, "not a Modbus TCP frame");
+            return;
+        }
+        if (c->len < total)
+            break;
+        tcp_frame(s, c, total);
+        memmove(c->buf, c->buf + total, c->len - total);
+        c->len -= total;
+    }
+}
+
+/* --- RTU --- */
+
+static int rtu_open(struct sim *s)
+{
+    struct termios tio;
+    int fl;
+
+    if (openpty(&s->pty_master, &s->pty_slave, NULL, NULL, NULL) < 0) {
+        log_warn("openpty");
+        return -EIO;
+    }
+    fcntl(s->pty_master, F_SETFD, FD_CLOEXEC);
+    fcntl(s->pty_slave, F_SETFD, FD_CLOEXEC);
+    if (ttyname_r(s->pty_slave, s->pty_name, sizeof(s->pty_name)) != 0) {
+        log_warn("ttyname_r");
+        return -EIO;
+    }
+    /* Raw on the slave side, so that no byte of a frame is translated or echoed. */
+    if (tcgetattr(s->pty_slave, &tio) < 0) {
+        log_warn("tcgetattr %s", s->pty_name);
+        return -EIO;
+    }
+    cfmakeraw(&tio);
+    if (tcsetattr(s->pty_slave, TCSANOW, &tio) < 0) {
+        log_warn("tcsetattr %s", s->pty_name);
+        return -EIO;
+    }
+    /* Non-blocking: a read never waits, and a reply nobody reads fails instead of hanging. */
+    fl = fcntl(s->pty_master, F_GETFL);
+    if (fl < 0 || fcntl(s->pty_master, F_SETFL, fl | O_NONBLOCK) < 0) {
+        log_warn("fcntl O_NONBLOCK");
+        return -EIO;
+    }
+
+    if (s->opt.pty_link != NULL) {
+        struct stat st;
+
+        if (lstat(s->opt.pty_link, &st) == 0) {
+            if (!S_ISLNK(st.st_mode)) {
+                log_warnx("--pty-link %s: exists and is not a symlink", s->opt.pty_link);
+                return -EEXIST;
+            }
+            unlink(s->opt.pty_link); /* a stale link from an earlier run */
+        }
+        if (symlink(s->pty_name, s->opt.pty_link) < 0) {
+            log_warn("--pty-link %s", s->opt.pty_link);
+            return -EIO;
+        }
+        s->pty_linked = 1;
+    }
+
+    /* Builds replies (and their CRC) only: never connected, its socket is the master. */
+    s->rtu_ctx = modbus_new_rtu(s->pty_name, s->opt.baud, 'N', 8, 1);
+    if (s->rtu_ctx == NULL) {
+        log_warn("modbus_new_rtu");
+        return -EIO;
+    }
+    modbus_set_socket(s->rtu_ctx, s->pty_master);
+    reply_ctx_setup(s->rtu_ctx);
+    rtu_framer_init(&s->framer, rtu_silence_ms(s->opt.baud));
+    return 0;
+}
+
+/* Takes every complete frame from the framer and answers those for our meters. */
+static void rtu_drain(struct sim *s, int64_t now)
+{
+    uint8_t req[REQ_BUF];
+    int n;
+
+    for (;;) {
+        memset(req, 0, sizeof(req));
+        n = rtu_framer_next(&s->framer, now, req);
+        if (n == RTU_NONE)
+            break;
+        if (n == RTU_DROPPED) {
+            log_debug("rtu: dropped a bad frame (%lu so far)", s->framer.bad);
+            continue;
+        }
+        struct meter *m = meter_find(s, BUS_RTU, req[0]);
+
+        if (m == NULL) {
+            /* Not ours (or broadcast, unit 0): on a multi-drop bus the line stays silent. */
+            log_debug("rtu: no meter with unit %d", req[0]);
+            continue;
+        }
+        modbus_set_slave(s->rtu_ctx, m->unit);
+        serve_request(s, m, s->rtu_ctx, req, n);
+    }
+}
+
+static void rtu_read(struct sim *s)
+{
+    uint8_t buf[512];
+    ssize_t n = read(s->pty_master, buf, sizeof(buf));
+
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            log_warn("read %s", s->pty_name);
+        return;
+    }
+    rtu_framer_feed(&s->framer, buf, (size_t)n, mono_ms());
+    rtu_drain(s, mono_ms());
+}
+
+/* --- main loop --- */
+
+static void sim_close(struct sim *s)
+{
+    for (int i = 0; i < s->nclients; i++)
+        if (s->clients[i].fd >= 0)
+            close(s->clients[i].fd);
+    s->nclients = 0;
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    /* Free the contexts without modbus_close(): their sockets are ours, closed here. */
+    if (s->tcp_ctx != NULL)
+        modbus_free(s->tcp_ctx);
+    if (s->rtu_ctx != NULL)
+        modbus_free(s->rtu_ctx);
+    if (s->pty_linked)
+        unlink(s->opt.pty_link);
+    if (s->pty_master >= 0)
+        close(s->pty_master);
+    if (s->pty_slave >= 0)
+        close(s->pty_slave);
+    if (s->served != NULL)
+        fclose(s->served);
+    meters_free(s);
+    profile_set_free(&s->profiles);
+}
+
+static int sim_loop(struct sim *s, const sigset_t *waitmask)
+{
+    struct pollfd fds[2 + MAX_CLIENTS];
+
+    while (!stop_signal) {
+        int nfds = 0, listen_i = -1, pty_i = -1, first_client, rc;
+        int64_t deadline = s->pty_master >= 0 ? rtu_framer_deadline(&s->framer) : -1;
+        struct timespec ts, *tsp = NULL;
+
+        if (s->listen_fd >= 0) {
+            listen_i = nfds;
+            fds[nfds++] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
+        }
+        if (s->pty_master >= 0) {
+            pty_i = nfds;
+            fds[nfds++] = (struct pollfd){.fd = s->pty_master, .events = POLLIN};
+        }
+        first_client = nfds;
+        for (int i = 0; i < s->nclients; i++)
+            fds[nfds++] = (struct pollfd){.fd = s->clients[i].fd, .events = POLLIN};
+
+        if (deadline >= 0) {
+            int64_t wait = deadline - mono_ms();
+
+            if (wait < 0)
+                wait = 0;
+            ts.tv_sec = (time_t)(wait / 1000);
+            ts.tv_nsec = (long)(wait % 1000) * 1000000L;
+            tsp = &ts;
+        }
+        /* SIGINT/SIGTERM are blocked except inside ppoll, so a signal can only arrive
+         * while we wait, and then always ends the wait. */
+        rc = ppoll(fds, (nfds_t)nfds, tsp, waitmask);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            log_warn("ppoll");
+            return -EIO;
+        }
+
+        if (pty_i >= 0 && (fds[pty_i].revents & (POLLIN | POLLHUP | POLLERR)))
+            rtu_read(s);
+        if (s->pty_master >= 0)
+            rtu_drain(s, mono_ms()); /* frames that ended at a silence */
+        for (int i = 0; i < s->nclients; i++) {
+            if (fds[first_client + i].revents & (POLLIN | POLLHUP | POLLERR))
+                tcp_read(s, &s->clients[i]);
+        }
+        /* Compact before accepting, so the poll indexes above stayed valid. */
+        for (int i = 0; i < s->nclients;) {
+            if (s->clients[i].fd < 0)
+                s->clients[i] = s->clients[--s->nclients];
+            else
+                i++;
+        }
+        if (listen_i >= 0 && (fds[listen_i].revents & POLLIN))
+            tcp_accept(s);
+    }
+    log_info("signal %d: stopping", (int)stop_signal);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct sim *s;
+    struct sigaction sa;
+    sigset_t block, waitmask;
+    char err[512];
+    int rc, status = 1;
+
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        fprintf(stderr, "meter-sim: out of memory\n");
+        return 1;
+    }
+    s->listen_fd = -1;
+    s->pty_master = -1;
+    s->pty_slave = -1;
+
+    rc = parse_args(argc, argv, &s->opt);
+    if (rc != 0) {
+        free(s);
+        return rc > 0 ? 0 : 2;
+    }
+    log_init("meter-sim", s->opt.verbose, 1);
+
+    /* Block the stop signals now; ppoll() unblocks them while it waits. */
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigprocmask(SIG_BLOCK, &block, &waitmask);
+    sigdelset(&waitmask, SIGINT);
+    sigdelset(&waitmask, SIGTERM);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+
+    if (profile_set_load_dir(&s->profiles, s->opt.profiles, err, sizeof(err)) < 0) {
+        log_warnx("--profiles %s: %s", s->opt.profiles, err);
+        goto out;
+    }
+    if (meters_create(s) < 0)
+        goto out;
+    if (s->opt.served_log != NULL) {
+        s->served = fopen(s->opt.served_log, "a");
+        if (s->served == NULL) {
+            log_warn("--served-log %s", s->opt.served_log);
+            goto out;
+        }
+    }
+    if (s->opt.tcp && tcp_listen(s) < 0)
+        goto out;
+    if (s->opt.rtu && rtu_open(s) < 0)
+        goto out;
+
+    if (s->opt.tcp) {
+        int v6 = strchr(s->opt.tcp_host, ':') != NULL;
+
+        printf("tcp %s%s%s:%d\n", v6 ? "[" : "", s->opt.tcp_host, v6 ? "]" : "", s->tcp_port);
+        log_info("serving Modbus TCP on %s port %d", s->opt.tcp_host, s->tcp_port);
+    }
+    if (s->opt.rtu) {
+        printf("rtu %s\n", s->pty_name);
+        log_info("serving Modbus RTU on %s%s%s", s->pty_name, s->pty_linked ? " via " : "",
+                 s->pty_linked ? s->opt.pty_link : "");
+    }
+    printf("ready\n");
+    fflush(stdout);
+
+    if (sim_loop(s, &waitmask) == 0)
+        status = 0;
+out:
+    sim_close(s);
+    free(s);
+    return status;
+}
