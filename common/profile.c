@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -163,6 +164,9 @@ int reg_encode(const struct prof_reg *r, double v, uint16_t *words)
     int clamped = 0;
     uint64_t bits;
 
+    if (isnan(raw))
+        return -EDOM;
+
     switch ((enum reg_type)r->type) {
     case RT_U16:
         bits = (uint64_t)clamp_round(raw, 0, 65535, &clamped);
@@ -185,8 +189,13 @@ int reg_encode(const struct prof_reg *r, double v, uint16_t *words)
                                               9223372036854774784.0, &clamped);
         break;
     case RT_F32: {
-        float f = (float)raw;
+        float f;
         uint32_t b32;
+        if (fabs(raw) > FLT_MAX) {
+            raw = raw < 0 ? -FLT_MAX : FLT_MAX;
+            clamped = 1;
+        }
+        f = (float)raw;
         memcpy(&b32, &f, sizeof(b32));
         bits = b32;
         break;
@@ -463,7 +472,8 @@ int profile_set_load_dir(struct profile_set *set, const char *dir, char *err, si
         }
         nnames++;
     }
-    qsort(names, nnames, sizeof(*names), name_cmp);
+    if (nnames > 1)
+        qsort(names, nnames, sizeof(*names), name_cmp);
     set->items = calloc(nnames ? nnames : 1, sizeof(*set->items));
     if (!set->items) {
         rc = -ENOMEM;

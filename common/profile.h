@@ -56,7 +56,7 @@ int reg_decode(const struct prof_reg *r, const uint16_t *words, double *out);
 
 /* Encode v (in the quantity's unit) into words[0 .. reg_words(r->type)-1]: divide by the
  * scale, round to the nearest integer for integer types, clamp to the type's range.
- * Returns 0, or -ERANGE if v had to be clamped. */
+ * Returns 0, -ERANGE if v had to be clamped, or -EDOM (words untouched) when v is NaN. */
 int reg_encode(const struct prof_reg *r, double v, uint16_t *words);
 
 /* Parse one profile from JSON text. origin names the source in error messages. */
@@ -70,9 +70,9 @@ struct profile_set {
     struct profile *items;
 };
 
-/* Loads every *.json in dir, in name order. A broken file is an error (err says which and
- * why) unless no profile could be loaded at all; the set is then empty. Free with
- * profile_set_free(). */
+/* Loads every *.json in dir, in name order. Any broken file, a model defined twice or a
+ * folder without profiles is an error (err says which and why) and leaves the set empty.
+ * Free with profile_set_free(). */
 int profile_set_load_dir(struct profile_set *set, const char *dir, char *err, size_t errlen);
 void profile_set_free(struct profile_set *set);
 const struct profile *profile_set_find(const struct profile_set *set, const char *model);

@@ -55,10 +55,12 @@ int wire_format_double(double v, char *buf, size_t len)
         return snprintf(buf, len, "null");
     if (v == floor(v) && fabs(v) < 1e15)
         return snprintf(buf, len, "%.0f", v);
-    n = snprintf(buf, len, "%.15g", v);
-    if (strtod(buf, NULL) != v)
-        n = snprintf(buf, len, "%.17g", v);
-    return n;
+    for (int prec = 15; prec < 17; prec++) {
+        n = snprintf(buf, len, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            return n;
+    }
+    return snprintf(buf, len, "%.17g", v);
 }
 
 /* Appends formatted text to buf at *pos; returns -1 once it no longer fits. */
