@@ -139,7 +139,10 @@ class Stack:
                     "allow_anonymous false\n"
                     f"password_file {pwfile}\n"
                     f"acl_file {acl}\n"
-                    "persistence false\n"
+                    # Run as the invoking user: as root, mosquitto would switch to its
+                    # own account, which cannot read this private run folder.
+                    + ("user root\n" if os.geteuid() == 0 else "")
+                    + "persistence false\n"
                     "log_dest stderr\n"
                     "log_type error\nlog_type warning\nlog_type notice\n"
                     "max_packet_size 8388608\n")

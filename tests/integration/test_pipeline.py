@@ -114,8 +114,10 @@ class Pipeline(unittest.TestCase):
                 all_seqs.append(r["seq"])
                 for q, v in r["values"].items():
                     # The value must be what the simulator served last for this register
-                    # before the reading's time stamp (taken when the reply arrived).
-                    cand = [vals[q] for t, vals in log if q in vals and t <= r["ts_ms"]]
+                    # at the reading's time stamp (taken when the reply arrived; the
+                    # simulator logs right after sending, so allow it a few ms; polls are
+                    # 300 ms apart, so the match is unambiguous).
+                    cand = [vals[q] for t, vals in log if q in vals and t <= r["ts_ms"] + 50]
                     self.assertTrue(cand, f"{mid} {q}: nothing served before {r['ts_ms']}")
                     self.assertAlmostEqual(v, cand[-1], delta=1e-9 * max(1.0, abs(v)),
                                            msg=f"{mid} seq {r['seq']} {q}")

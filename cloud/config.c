@@ -1,0 +1,329 @@
+/*
+ * config: see config.h. The option table below is the one list of meter-cloud's settings;
+ * meter-cloud.example.json shows the same keys with their defaults.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CFG_FILE_MAX (1024 * 1024) /* a config file larger than this is a mistake */
+
+enum opt_type {
+    OPT_STR,      /* a string */
+    OPT_STR_NULL, /* a string or null (stored as "") */
+    OPT_INT,      /* an integer in [min, max] */
+};
+
+/* Extra check of a string value; returns true when it is acceptable. */
+typedef bool (*opt_check_fn)(const char *s);
+
+struct opt {
+    const char *section;
+    const char *name;
+    enum opt_type type;
+    size_t off;  /* offset of the field in struct cfg */
+    size_t size; /* OPT_STR*: size of the char array (max length + 1) */
+    long min, max;
+    opt_check_fn check;
+    bool secret; /* never echo the value in an error */
+    const char *def_str;
+    long def_int;
+    const char *what; /* completes "<value> is not ..." */
+};
+
+static bool check_prefix(const char *s)
+{
+    size_t n = strlen(s);
+    if (s[0] == '/' || s[n - 1] == '/' || strstr(s, "//"))
+        return false;
+    for (; *s; s++)
+        if (*s == '+' || *s == '#' || (unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}
+
+static bool check_printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e)
+            return false;
+    return true;
+}
+
+static bool check_no_ctl(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}
+
+static bool check_ipv4(const char *s)
+{
+    struct in_addr a;
+    return inet_pton(AF_INET, s, &a) == 1;
+}
+
+#define STR_FIELD(sec, fld) offsetof(struct cfg, sec.fld), sizeof(((struct cfg *)0)->sec.fld)
+#define INT_FIELD(sec, fld) offsetof(struct cfg, sec.fld), 0
+
+static const struct opt opts[] = {
+    {"mqtt", "host", OPT_STR, STR_FIELD(mqtt, host), 0, 0, check_printable, false, "127.0.0.1", 0,
+     "a host name or address (1..255 printable characters)"},
+    {"mqtt", "port", OPT_INT, INT_FIELD(mqtt, port), 1, 65535, NULL, false, NULL, 1883,
+     "a port (1..65535)"},
+    {"mqtt", "prefix", OPT_STR, STR_FIELD(mqtt, prefix), 0, 0, check_prefix, false, "meterlink", 0,
+     "a topic prefix (1..127 characters, no + or #, no empty level)"},
+    {"mqtt", "client_id", OPT_STR, STR_FIELD(mqtt, client_id), 0, 0, check_printable, false,
+     "meter-cloud", 0, "a client id (1..64 printable ASCII characters)"},
+    {"mqtt", "username", OPT_STR_NULL, STR_FIELD(mqtt, username), 0, 0, check_no_ctl, false, NULL,
+     0, "null or a user name (1..255 characters)"},
+    {"mqtt", "password", OPT_STR_NULL, STR_FIELD(mqtt, password), 0, 0, NULL, true, NULL, 0,
+     "null or a password (1..255 characters)"},
+    {"http", "bind", OPT_STR, STR_FIELD(http, bind), 0, 0, check_ipv4, false, "127.0.0.1", 0,
+     "an IPv4 address such as 127.0.0.1"},
+    {"http", "port", OPT_INT, INT_FIELD(http, port), 0, 65535, NULL, false, NULL, 8080,
+     "a port (0..65535; 0 picks a free one)"},
+    {"http", "port_file", OPT_STR_NULL, STR_FIELD(http, port_file), 0, 0, check_no_ctl, false, NULL,
+     0, "null or a file path"},
+    {"store", "path", OPT_STR, STR_FIELD(store, path), 0, 0, check_no_ctl, false,
+     "/var/lib/meterlink/cloud.db", 0, "a file path"},
+};
+
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static const char *const sections[] = {"mqtt", "http", "store"};
+
+struct ctx {
+    const char *file;
+    cfg_report_fn report;
+    void *arg;
+    int nerr;
+};
+
+static void err(struct ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void err(struct ctx *x, const char *fmt, ...)
+{
+    char msg[512];
+    char line[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    snprintf(line, sizeof(line), "%s: %s", x->file, msg);
+    x->nerr++;
+    if (x->report)
+        x->report(x->arg, line);
+}
+
+/* Renders a JSON value for an error message, shortened to fit out. */
+static void show(const cJSON *v, char *out, size_t len)
+{
+    char *s;
+
+    if (cJSON_IsObject(v)) {
+        snprintf(out, len, "an object");
+        return;
+    }
+    if (cJSON_IsArray(v)) {
+        snprintf(out, len, "an array");
+        return;
+    }
+    s = cJSON_PrintUnformatted(v);
+    if (!s) {
+        snprintf(out, len, "(value)");
+        return;
+    }
+    if (strlen(s) >= len && len > 4)
+        snprintf(out, len, "%.*s...", (int)(len - 4), s);
+    else
+        snprintf(out, len, "%s", s);
+    free(s);
+}
+
+static void set_opt(const struct opt *o, const cJSON *v, struct cfg *c, struct ctx *x)
+{
+    char *base = (char *)c + o->off;
+    char shown[64];
+
+    if (o->secret)
+        snprintf(shown, sizeof(shown), "the value");
+    else
+        show(v, shown, sizeof(shown));
+
+    if (o->type == OPT_INT) {
+        double d = v->valuedouble;
+        if (!cJSON_IsNumber(v) || !isfinite(d) || d != floor(d) || d < (double)o->min ||
+            d > (double)o->max) {
+            err(x, "%s.%s: %s is not %s", o->section, o->name, shown, o->what);
+            return;
+        }
+        *(int *)(void *)base = (int)d;
+        return;
+    }
+    if (o->type == OPT_STR_NULL && cJSON_IsNull(v)) {
+        base[0] = '\0';
+        return;
+    }
+    if (!cJSON_IsString(v) || v->valuestring[0] == '\0' || strlen(v->valuestring) >= o->size ||
+        (o->check && !o->check(v->valuestring))) {
+        err(x, "%s.%s: %s is not %s", o->section, o->name, shown, o->what);
+        return;
+    }
+    memcpy(base, v->valuestring, strlen(v->valuestring) + 1);
+}
+
+static void parse_section(const char *sec, const cJSON *obj, struct cfg *c, struct ctx *x)
+{
+    bool seen[NOPTS] = {false};
+    const cJSON *v;
+    char shown[64];
+
+    if (!cJSON_IsObject(obj)) {
+        show(obj, shown, sizeof(shown));
+        err(x, "%s: %s is not an object", sec, shown);
+        return;
+    }
+    cJSON_ArrayForEach(v, obj)
+    {
+        size_t i;
+        for (i = 0; i < NOPTS; i++)
+            if (strcmp(opts[i].section, sec) == 0 && strcmp(opts[i].name, v->string) == 0)
+                break;
+        if (i == NOPTS) {
+            err(x, "%s.%s: unknown key", sec, v->string);
+            continue;
+        }
+        if (seen[i]) {
+            err(x, "%s.%s: duplicate key", sec, v->string);
+            continue;
+        }
+        seen[i] = true;
+        set_opt(&opts[i], v, c, x);
+    }
+}
+
+void cfg_defaults(struct cfg *c)
+{
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < NOPTS; i++) {
+        char *base = (char *)c + opts[i].off;
+        if (opts[i].type == OPT_INT)
+            *(int *)(void *)base = (int)opts[i].def_int;
+        else if (opts[i].def_str)
+            snprintf(base, opts[i].size, "%s", opts[i].def_str);
+    }
+}
+
+/* Reads the whole file into a malloc'd buffer; returns 0 or a negative errno. */
+static int read_file(const char *path, char **out, size_t *outlen)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n;
+    int rc;
+
+    if (!f)
+        return -errno;
+    buf = malloc(CFG_FILE_MAX + 1);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    n = fread(buf, 1, CFG_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        rc = -EIO;
+        goto fail;
+    }
+    if (n > CFG_FILE_MAX) {
+        rc = -EFBIG;
+        goto fail;
+    }
+    fclose(f);
+    *out = buf;
+    *outlen = n;
+    return 0;
+fail:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+int cfg_load(const char *path, struct cfg *c, cfg_report_fn report, void *arg)
+{
+    struct ctx x = {.file = path, .report = report, .arg = arg, .nerr = 0};
+    bool seen[sizeof(sections) / sizeof(sections[0])] = {false};
+    const char *end = NULL;
+    cJSON *root = NULL;
+    const cJSON *v;
+    char *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    cfg_defaults(c);
+    rc = read_file(path, &buf, &len);
+    if (rc < 0) {
+        if (rc == -EFBIG)
+            err(&x, "larger than %d bytes", CFG_FILE_MAX);
+        else
+            err(&x, "cannot read: %s", strerror(-rc));
+        goto done;
+    }
+    root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+    if (!root) {
+        int line = 1, col = 1;
+        for (const char *p = buf; end && p < end && p < buf + len; p++) {
+            if (*p == '\n') {
+                line++;
+                col = 1;
+            } else {
+                col++;
+            }
+        }
+        err(&x, "line %d, column %d: not valid JSON", line, col);
+        rc = -EINVAL;
+        goto done;
+    }
+    while (end && end < buf + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+        end++;
+    if (end && end < buf + len)
+        err(&x, "characters after the JSON value");
+    if (!cJSON_IsObject(root)) {
+        err(&x, "not a JSON object");
+        goto check;
+    }
+    cJSON_ArrayForEach(v, root)
+    {
+        size_t i;
+        for (i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+            if (strcmp(sections[i], v->string) == 0)
+                break;
+        if (i == sizeof(sections) / sizeof(sections[0])) {
+            err(&x, "%s: unknown key", v->string);
+            continue;
+        }
+        if (seen[i]) {
+            err(&x, "%s: duplicate key", v->string);
+            continue;
+        }
+        seen[i] = true;
+        parse_section(sections[i], v, c, &x);
+    }
+    if (c->mqtt.password[0] && !c->mqtt.username[0])
+        err(&x, "mqtt.password: set without mqtt.username");
+check:
+    rc = x.nerr ? -EINVAL : 0;
+done:
+    cJSON_Delete(root);
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,473 @@
+/*
+ * ingest: see ingest.h.
+ *
+ * Threading: one thread runs loop_main(): it drives libmosquitto (mosquitto_loop) and
+ * every callback below runs on it, so the rate limiter and the parse path need no locks.
+ * Counters are atomics because the HTTP threads read them. We run our own loop instead
+ * of mosquitto_loop_start() because mosquitto_loop_forever() gives up for good on some
+ * errors (a failed DNS lookup, a protocol error); this loop retries after every error.
+ */
+#include "ingest.h"
+
+#include "log.h"
+#include "timeutil.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <mosquitto.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define KEEPALIVE_S 30
+#define LOOP_TIMEOUT_MS 500
+#define DELAY_MIN_S 1
+#define DELAY_MAX_S 30
+#define REJECT_LOG_INTERVAL_MS 60000
+#define STATUS_MAX_PAYLOAD 65536
+#define TOPIC_MAX (CFG_PREFIX_MAX + 32)
+
+struct ingest {
+    struct cfg_mqtt cfg;
+    store_t *st;
+    struct mosquitto *mosq;
+    char sub_readings[TOPIC_MAX];
+    char sub_status[TOPIC_MAX];
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu; /* with cond: wakes the thread from its reconnect delay */
+    pthread_cond_t cond;
+    atomic_bool stop;
+    atomic_bool connected;
+
+    /* loop thread only */
+    bool attempted; /* a connect was tried: reconnect from now on */
+    bool warned;    /* the current outage has been logged */
+    int delay_s;    /* next reconnect delay */
+    int64_t last_log[IC_COUNT];
+    bool logged[IC_COUNT];
+    uint64_t suppressed[IC_COUNT];
+
+    atomic_uint_fast64_t messages, batches, stored, duplicates, statuses;
+    atomic_uint_fast64_t rejects[IC_COUNT];
+};
+
+const char *ingest_cause_name(enum ingest_cause c)
+{
+    static const char *const names[] = {"envelope", "gw_mismatch"};
+
+    if (c == IC_ENVELOPE || c == IC_GW_MISMATCH)
+        return names[c];
+    if (c >= IC_READING && c < IC_READING + WR_COUNT)
+        return wire_reject_name((enum wire_reject)(c - IC_READING));
+    switch (c) {
+    case IC_BAD_TOPIC:
+        return "bad_topic";
+    case IC_BAD_STATUS:
+        return "bad_status";
+    case IC_STORE:
+        return "store_error";
+    default:
+        return "?";
+    }
+}
+
+static const char *mqtt_strerror(int rc)
+{
+    return rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc);
+}
+
+/* Counts n rejects of cause c and logs the reason unless this cause was logged less than a
+ * minute ago; the next line says how many went unlogged in between. */
+static void reject(ingest_t *in, enum ingest_cause c, uint64_t n, const char *gw,
+                   const char *reason)
+{
+    int64_t now = mono_ms();
+
+    atomic_fetch_add(&in->rejects[c], n);
+    if (in->logged[c] && now - in->last_log[c] < REJECT_LOG_INTERVAL_MS) {
+        in->suppressed[c] += n;
+        return;
+    }
+    if (in->suppressed[c])
+        log_warnx(
+            "ingest: %s: %llu message(s) dropped (%s): %s (and %llu more since the last report)",
+            gw, (unsigned long long)n, ingest_cause_name(c), reason,
+            (unsigned long long)in->suppressed[c]);
+    else
+        log_warnx("ingest: %s: %llu message(s) dropped (%s): %s", gw, (unsigned long long)n,
+                  ingest_cause_name(c), reason);
+    in->logged[c] = true;
+    in->last_log[c] = now;
+    in->suppressed[c] = 0;
+}
+
+/* Counts a batch's rejected readings by cause. wire gives the reason of the batch's first
+ * reject only, so one line covers the batch: it is logged when one of its causes was not
+ * logged in the last minute, and names every cause with its count. */
+static void reject_readings(ingest_t *in, const char *gw, const struct wire_batch *b)
+{
+    int64_t now = mono_ms();
+    uint64_t unlogged = 0;
+    char causes[200];
+    size_t len = 0;
+    bool due = false;
+
+    causes[0] = '\0';
+    for (int w = 0; w < WR_COUNT; w++) {
+        int c = IC_READING + w;
+        if (!b->rejected[w])
+            continue;
+        atomic_fetch_add(&in->rejects[c], (uint64_t)b->rejected[w]);
+        if (!in->logged[c] || now - in->last_log[c] >= REJECT_LOG_INTERVAL_MS)
+            due = true;
+        if (len < sizeof(causes))
+            len += (size_t)snprintf(causes + len, sizeof(causes) - len, "%s%s %d", len ? ", " : "",
+                                    wire_reject_name((enum wire_reject)w), b->rejected[w]);
+    }
+    if (!due) {
+        for (int w = 0; w < WR_COUNT; w++)
+            in->suppressed[IC_READING + w] += (uint64_t)b->rejected[w];
+        return;
+    }
+    for (int w = 0; w < WR_COUNT; w++) {
+        int c = IC_READING + w;
+        if (!b->rejected[w])
+            continue;
+        unlogged += in->suppressed[c];
+        in->suppressed[c] = 0;
+        in->logged[c] = true;
+        in->last_log[c] = now;
+    }
+    if (unlogged)
+        log_warnx("ingest: %s: %d reading(s) dropped (%s); first: %s (and %llu more since the "
+                  "last report)",
+                  gw, b->nrejected, causes, b->first_reject, (unsigned long long)unlogged);
+    else
+        log_warnx("ingest: %s: %d reading(s) dropped (%s); first: %s", gw, b->nrejected, causes,
+                  b->first_reject);
+}
+
+enum topic_kind { T_READINGS, T_STATUS };
+
+/* Splits "<prefix>/<gw>/readings|status"; returns 0, or -EINVAL for any other topic. */
+static int split_topic(const char *prefix, const char *topic, char *gw, enum topic_kind *k)
+{
+    size_t pl = strlen(prefix), gl;
+    const char *g, *slash;
+
+    if (strncmp(topic, prefix, pl) != 0 || topic[pl] != '/')
+        return -EINVAL;
+    g = topic + pl + 1;
+    slash = strchr(g, '/');
+    if (!slash || (gl = (size_t)(slash - g)) == 0 || gl >= WIRE_ID_MAX)
+        return -EINVAL;
+    memcpy(gw, g, gl);
+    gw[gl] = '\0';
+    if (!wire_id_valid(gw))
+        return -EINVAL;
+    if (strcmp(slash + 1, "readings") == 0)
+        *k = T_READINGS;
+    else if (strcmp(slash + 1, "status") == 0)
+        *k = T_STATUS;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static void on_readings(ingest_t *in, const char *gw, const char *payload, size_t len)
+{
+    struct wire_batch b;
+    struct store_put_result res;
+    char err[200];
+    int rc;
+
+    if (len > WIRE_MAX_PAYLOAD) {
+        snprintf(err, sizeof(err), "payload of %zu bytes exceeds %d", len, WIRE_MAX_PAYLOAD);
+        reject(in, IC_ENVELOPE, 1, gw, err);
+        return;
+    }
+    err[0] = '\0';
+    if (wire_parse_batch(payload, len, &b, err, sizeof(err)) < 0) {
+        reject(in, IC_ENVELOPE, 1, gw, err[0] ? err : "unusable payload");
+        return;
+    }
+    if (strcmp(b.gw, gw) != 0) {
+        /* a gateway may only speak for itself: the broker ACL ties it to its topic */
+        snprintf(err, sizeof(err), "payload gw \"%s\" differs from the topic's", b.gw);
+        reject(in, IC_GW_MISMATCH, 1, gw, err);
+        goto done;
+    }
+    if (b.nrejected)
+        reject_readings(in, gw, &b);
+    rc = store_put_batch(in->st, gw, b.stream, b.readings, b.n, now_ms(), &res);
+    if (rc < 0) {
+        snprintf(err, sizeof(err), "batch of %d readings not stored: %s", b.n, strerror(-rc));
+        reject(in, IC_STORE, 1, gw, err);
+        goto done;
+    }
+    atomic_fetch_add(&in->batches, 1);
+    atomic_fetch_add(&in->stored, (uint64_t)res.inserted);
+    atomic_fetch_add(&in->duplicates, (uint64_t)res.duplicates);
+    log_debug("ingest: %s: stream %s: %d stored, %d duplicate, %d rejected", gw, b.stream,
+              res.inserted, res.duplicates, b.nrejected);
+done:
+    wire_batch_free(&b);
+}
+
+static void on_status(ingest_t *in, const char *gw, const char *payload, size_t len)
+{
+    const cJSON *state, *ts;
+    cJSON *root = NULL;
+    int64_t when = now_ms();
+    bool changed;
+    char err[96];
+
+    if (len == 0)
+        return; /* a retained status being cleared */
+    if (len > STATUS_MAX_PAYLOAD) {
+        snprintf(err, sizeof(err), "status of %zu bytes exceeds %d", len, STATUS_MAX_PAYLOAD);
+        reject(in, IC_BAD_STATUS, 1, gw, err);
+        return;
+    }
+    root = cJSON_ParseWithLength(payload, len);
+    state = cJSON_GetObjectItemCaseSensitive(root, "state");
+    if (!cJSON_IsObject(root) || !cJSON_IsString(state) ||
+        (strcmp(state->valuestring, "online") != 0 && strcmp(state->valuestring, "offline") != 0)) {
+        reject(in, IC_BAD_STATUS, 1, gw,
+               "status: not a JSON object with \"state\": \"online\" or \"offline\"");
+        goto done;
+    }
+    /* The gateway's own time when it sends one; a Last Will has none. */
+    ts = cJSON_GetObjectItemCaseSensitive(root, "ts");
+    if (cJSON_IsNumber(ts) && isfinite(ts->valuedouble) && ts->valuedouble >= 0 &&
+        ts->valuedouble <= 253402300799999.0 && ts->valuedouble == floor(ts->valuedouble))
+        when = (int64_t)ts->valuedouble;
+    if (store_put_status(in->st, gw, state->valuestring, when, &changed) < 0) {
+        reject(in, IC_STORE, 1, gw, "status not stored");
+        goto done;
+    }
+    atomic_fetch_add(&in->statuses, 1);
+    if (changed)
+        log_info("ingest: gateway %s is %s", gw, state->valuestring);
+done:
+    cJSON_Delete(root);
+}
+
+static void on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *m)
+{
+    ingest_t *in = arg;
+    char gw[WIRE_ID_MAX];
+    enum topic_kind k;
+
+    atomic_fetch_add(&in->messages, 1);
+    if (m->payloadlen < 0 || split_topic(in->cfg.prefix, m->topic, gw, &k) < 0) {
+        reject(in, IC_BAD_TOPIC, 1, "?", "a topic not of the form <prefix>/<gw>/<kind>");
+        return;
+    }
+    if (k == T_READINGS)
+        on_readings(in, gw, m->payload, (size_t)m->payloadlen);
+    else
+        on_status(in, gw, m->payload, (size_t)m->payloadlen);
+}
+
+static void on_connect(struct mosquitto *mosq, void *arg, int rc)
+{
+    ingest_t *in = arg;
+    int r1, r2;
+
+    if (rc != 0) {
+        if (!in->warned)
+            log_warnx("mqtt: %s:%d refused the connection: %s", in->cfg.host, in->cfg.port,
+                      mosquitto_connack_string(rc));
+        in->warned = true;
+        return;
+    }
+    log_info("mqtt: connected to %s:%d", in->cfg.host, in->cfg.port);
+    atomic_store(&in->connected, true);
+    in->warned = false;
+    in->delay_s = DELAY_MIN_S;
+    /* a clean session forgets subscriptions: subscribe on every connect */
+    r1 = mosquitto_subscribe(mosq, NULL, in->sub_readings, 1);
+    r2 = mosquitto_subscribe(mosq, NULL, in->sub_status, 1);
+    if (r1 != MOSQ_ERR_SUCCESS || r2 != MOSQ_ERR_SUCCESS)
+        log_warnx("mqtt: subscribe: %s", mqtt_strerror(r1 != MOSQ_ERR_SUCCESS ? r1 : r2));
+}
+
+static void on_subscribe(struct mosquitto *mosq, void *arg, int mid, int n, const int *qos)
+{
+    for (int i = 0; i < n; i++)
+        if (qos[i] > 2)
+            log_warnx("mqtt: the broker refused a subscription (reason %d)", qos[i]);
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *arg, int rc)
+{
+    ingest_t *in = arg;
+    bool was = atomic_exchange(&in->connected, false);
+
+    if (was && rc != 0 && !atomic_load(&in->stop)) {
+        log_warnx("mqtt: lost the connection to %s:%d (%s); reconnecting", in->cfg.host,
+                  in->cfg.port, mqtt_strerror(rc));
+        in->warned = true;
+    }
+}
+
+static void on_log(struct mosquitto *mosq, void *arg, int level, const char *msg)
+{
+    if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING))
+        log_debug("mqtt: %s", msg);
+}
+
+/* Sleeps up to s seconds; returns early when ingest_stop() is called. */
+static void wait_stop(ingest_t *in, int s)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += s;
+    pthread_mutex_lock(&in->mu);
+    while (!atomic_load(&in->stop))
+        if (pthread_cond_timedwait(&in->cond, &in->mu, &t) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&in->mu);
+}
+
+static void backoff(ingest_t *in, int rc)
+{
+    if (!in->warned)
+        log_warnx("mqtt: cannot reach %s:%d (%s); retrying", in->cfg.host, in->cfg.port,
+                  mqtt_strerror(rc));
+    else
+        log_debug("mqtt: %s:%d (%s); retrying in %d s", in->cfg.host, in->cfg.port,
+                  mqtt_strerror(rc), in->delay_s);
+    in->warned = true;
+    wait_stop(in, in->delay_s);
+    in->delay_s = in->delay_s * 2 > DELAY_MAX_S ? DELAY_MAX_S : in->delay_s * 2;
+}
+
+static void *loop_main(void *arg)
+{
+    ingest_t *in = arg;
+    bool sock = false; /* a connection is being made or is up */
+    int rc;
+
+    while (!atomic_load(&in->stop)) {
+        if (!sock) {
+            if (in->attempted)
+                rc = mosquitto_reconnect_async(in->mosq);
+            else
+                rc = mosquitto_connect_async(in->mosq, in->cfg.host, in->cfg.port, KEEPALIVE_S);
+            in->attempted = true;
+            if (rc != MOSQ_ERR_SUCCESS) {
+                backoff(in, rc);
+                continue;
+            }
+            sock = true;
+        }
+        rc = mosquitto_loop(in->mosq, LOOP_TIMEOUT_MS, 1);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            sock = false;
+            if (atomic_load(&in->stop))
+                break;
+            backoff(in, rc);
+        }
+    }
+    return NULL;
+}
+
+int ingest_start(const struct cfg_mqtt *cfg, store_t *st, ingest_t **out)
+{
+    pthread_condattr_t ca;
+    ingest_t *in;
+    int rc;
+
+    *out = NULL;
+    in = calloc(1, sizeof(*in));
+    if (!in)
+        return -ENOMEM;
+    in->cfg = *cfg;
+    in->st = st;
+    in->delay_s = DELAY_MIN_S;
+    atomic_init(&in->stop, false);
+    atomic_init(&in->connected, false);
+    snprintf(in->sub_readings, sizeof(in->sub_readings), "%s/+/readings", cfg->prefix);
+    snprintf(in->sub_status, sizeof(in->sub_status), "%s/+/status", cfg->prefix);
+    pthread_mutex_init(&in->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&in->cond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    mosquitto_lib_init();
+    in->mosq = mosquitto_new(cfg->client_id, true, in);
+    if (!in->mosq) {
+        rc = errno == EINVAL ? -EINVAL : -ENOMEM;
+        goto fail;
+    }
+    /* callbacks run on our loop thread while others may call mosquitto_disconnect() */
+    mosquitto_threaded_set(in->mosq, true);
+    mosquitto_int_option(in->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+    if (cfg->username[0] &&
+        mosquitto_username_pw_set(in->mosq, cfg->username,
+                                  cfg->password[0] ? cfg->password : NULL) != MOSQ_ERR_SUCCESS) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    mosquitto_connect_callback_set(in->mosq, on_connect);
+    mosquitto_disconnect_callback_set(in->mosq, on_disconnect);
+    mosquitto_subscribe_callback_set(in->mosq, on_subscribe);
+    mosquitto_message_callback_set(in->mosq, on_message);
+    mosquitto_log_callback_set(in->mosq, on_log);
+    if ((rc = pthread_create(&in->thread, NULL, loop_main, in)) != 0) {
+        rc = -rc;
+        goto fail;
+    }
+    in->thread_started = true;
+    *out = in;
+    return 0;
+fail:
+    ingest_stop(in);
+    return rc;
+}
+
+void ingest_stop(ingest_t *in)
+{
+    if (!in)
+        return;
+    atomic_store(&in->stop, true);
+    pthread_mutex_lock(&in->mu);
+    pthread_cond_broadcast(&in->cond);
+    pthread_mutex_unlock(&in->mu);
+    if (in->mosq && atomic_load(&in->connected))
+        mosquitto_disconnect(in->mosq); /* wakes mosquitto_loop() */
+    if (in->thread_started)
+        pthread_join(in->thread, NULL);
+    if (in->mosq)
+        mosquitto_destroy(in->mosq);
+    mosquitto_lib_cleanup();
+    pthread_cond_destroy(&in->cond);
+    pthread_mutex_destroy(&in->mu);
+    free(in);
+}
+
+bool ingest_connected(ingest_t *in)
+{
+    return atomic_load(&in->connected);
+}
+
+void ingest_get_stats(ingest_t *in, struct ingest_stats *s)
+{
+    s->messages = atomic_load(&in->messages);
+    s->batches = atomic_load(&in->batches);
+    s->stored = atomic_load(&in->stored);
+    s->duplicates = atomic_load(&in->duplicates);
+    s->statuses = atomic_load(&in->statuses);
+    for (int i = 0; i < IC_COUNT; i++)
+        s->rejects[i] = atomic_load(&in->rejects[i]);
+}
