@@ -199,13 +199,18 @@ static void parse_meter(struct chk *c, const cJSON *o, const char *path, struct 
 int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg *cfg,
               cfg_report_fn report, void *arg)
 {
-    static const char *const top_keys[] = {"gateway", "mqtt", "queue", "uplink", "profiles_dir",
-                                           "buses", "meters", NULL};
+    static const char *const top_keys[] = {"gateway", "board", "mqtt",   "queue",  "uplink",
+                                           "health",  "profiles_dir", "buses", "meters", NULL};
     static const char *const gw_keys[] = {"id", NULL};
-    static const char *const mqtt_keys[] = {"host",     "port",     "prefix",
-                                            "username", "password", "keepalive", NULL};
-    static const char *const queue_keys[] = {"path", "max_rows", NULL};
-    static const char *const uplink_keys[] = {"batch_max", "inflight_max", NULL};
+    static const char *const mqtt_keys[] = {"host",     "port",      "prefix",          "username",
+                                            "password", "keepalive", "reconnect_max_s", NULL};
+    static const char *const queue_keys[] = {"path",      "durability", "max_rows", "max_bytes",
+                                             "max_age_s", "mem_max",    "spill_ms", "spill_rows",
+                                             NULL};
+    static const char *const uplink_keys[] = {"batch_max", "inflight_max", "ack_timeout_ms",
+                                              NULL};
+    static const char *const health_keys[] = {"interval_ms", NULL};
+    char durability[16] = "";
     struct chk c = {origin, report, arg, 0};
     char *text = malloc(len + 1);
     cJSON *root = NULL;
@@ -236,12 +241,13 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     check_keys(&c, root, "", top_keys);
 
     o = cJSON_GetObjectItemCaseSensitive(root, "gateway");
-    if (!cJSON_IsObject(o)) {
-        cerr(&c, "", "gateway", "required, an object with \"id\"");
-    } else {
+    if (o && !cJSON_IsObject(o)) {
+        cerr(&c, "", "gateway", "must be an object");
+    } else if (o) {
         check_keys(&c, o, "gateway", gw_keys);
-        get_id(&c, o, "gateway", "id", cfg->gateway_id, NULL);
+        get_id(&c, o, "gateway", "id", cfg->gateway_id, ""); /* "": the board's identity */
     }
+    get_str(&c, root, "", "board", cfg->board, sizeof(cfg->board), "sim");
 
     o = cJSON_GetObjectItemCaseSensitive(root, "mqtt");
     if (!cJSON_IsObject(o)) {
@@ -257,6 +263,7 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     if (cfg->mqtt_password[0] && !cfg->mqtt_username[0])
         cerr(&c, "mqtt", "password", "set without a username");
     cfg->mqtt_keepalive = (int)get_int(&c, o, "mqtt", "keepalive", 5, 3600, 30, 0);
+    cfg->mqtt_reconnect_max_s = (int)get_int(&c, o, "mqtt", "reconnect_max_s", 1, 3600, 30, 0);
 
     o = cJSON_GetObjectItemCaseSensitive(root, "queue");
     if (!cJSON_IsObject(o)) {
@@ -265,7 +272,28 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     }
     check_keys(&c, o, "queue", queue_keys);
     get_str(&c, o, "queue", "path", cfg->queue_path, sizeof(cfg->queue_path), NULL);
-    cfg->queue_max_rows = get_int(&c, o, "queue", "max_rows", 1000, 100000000, 1000000, 0);
+    queue_default_opts(&cfg->queue);
+    get_str(&c, o, "queue", "durability", durability, sizeof(durability), "durable");
+    if (strcmp(durability, "durable") == 0)
+        cfg->queue.memory_first = false;
+    else if (strcmp(durability, "memory-first") == 0)
+        cfg->queue.memory_first = true;
+    else
+        cerr(&c, "queue", "durability", "\"%s\" must be \"durable\" or \"memory-first\"",
+             durability);
+    cfg->queue.max_rows = get_int(&c, o, "queue", "max_rows", 100, 100000000, 1000000, 0);
+    cfg->queue.max_bytes =
+        (int64_t)get_int(&c, o, "queue", "max_bytes", 0, 1L << 40, 0, 0); /* 0: no bound */
+    cfg->queue.max_age_ms = (int64_t)get_int(&c, o, "queue", "max_age_s", 0, 10L * 366 * 86400,
+                                             0, 0) * 1000;
+    cfg->queue.mem_max = get_int(&c, o, "queue", "mem_max", 100, 10000000, 20000, 0);
+    cfg->queue.spill_ms = (int64_t)get_int(&c, o, "queue", "spill_ms", 0, 3600000, 10000, 0);
+    cfg->queue.spill_rows = get_int(&c, o, "queue", "spill_rows", 0, 10000000, 2000, 0);
+    if (cfg->queue.spill_rows >= cfg->queue.mem_max)
+        cerr(&c, "queue", "spill_rows", "must be below queue.mem_max (%ld)", cfg->queue.mem_max);
+    if (cfg->queue.max_bytes > 0 && cfg->queue.max_bytes < 65536)
+        cerr(&c, "queue", "max_bytes", "%lld is too small (at least 65536, or 0 for no bound)",
+             (long long)cfg->queue.max_bytes);
 
     o = cJSON_GetObjectItemCaseSensitive(root, "uplink");
     if (o && !cJSON_IsObject(o))
@@ -275,6 +303,19 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     check_keys(&c, o, "uplink", uplink_keys);
     cfg->batch_max = (int)get_int(&c, o, "uplink", "batch_max", 1, WIRE_MAX_READINGS, 500, 0);
     cfg->inflight_max = (int)get_int(&c, o, "uplink", "inflight_max", 1, 1000, 16, 0);
+    cfg->ack_timeout_ms = (int)get_int(&c, o, "uplink", "ack_timeout_ms", 500, 3600000, 30000, 0);
+
+    o = cJSON_GetObjectItemCaseSensitive(root, "health");
+    if (o && !cJSON_IsObject(o))
+        cerr(&c, "", "health", "must be an object");
+    if (!cJSON_IsObject(o))
+        o = &empty_obj;
+    check_keys(&c, o, "health", health_keys);
+    cfg->health_interval_ms =
+        (int)get_int(&c, o, "health", "interval_ms", 0, 86400000, 60000, 0);
+    if (cfg->health_interval_ms > 0 && cfg->health_interval_ms < 1000)
+        cerr(&c, "health", "interval_ms", "%d is too short (at least 1000, or 0 for none)",
+             cfg->health_interval_ms);
 
     get_str(&c, root, "", "profiles_dir", cfg->profiles_dir, sizeof(cfg->profiles_dir),
             profile_default_dir());

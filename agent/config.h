@@ -10,6 +10,7 @@
 #define MLK_AGENT_CONFIG_H
 
 #include "profile.h"
+#include "queue.h"
 #include "wire.h"
 
 #include <stdbool.h>
@@ -47,17 +48,21 @@ struct meter_cfg {
 };
 
 struct agent_cfg {
-    char gateway_id[WIRE_ID_MAX];
+    char gateway_id[WIRE_ID_MAX]; /* empty: from the board's identity */
+    char board[CFG_STR_MAX];      /* board name ("sim") or board file path */
     char mqtt_host[CFG_STR_MAX];
     int mqtt_port;
     char mqtt_prefix[WIRE_ID_MAX];
     char mqtt_username[CFG_STR_MAX];
     char mqtt_password[CFG_STR_MAX]; /* never logged */
     int mqtt_keepalive;
+    int mqtt_reconnect_max_s; /* reconnect backoff doubles from 1 s up to this */
     char queue_path[CFG_STR_MAX];
-    long queue_max_rows;
+    struct queue_opts queue;
     int batch_max; /* readings per published batch */
     int inflight_max;
+    int ack_timeout_ms;     /* resend what the cloud has not confirmed after this */
+    int health_interval_ms; /* 0: no health messages */
     char profiles_dir[CFG_STR_MAX];
     int nbuses;
     struct bus_cfg buses[CFG_MAX_BUSES];

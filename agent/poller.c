@@ -21,7 +21,11 @@ struct pmeter {
     int nplan;
     int req_of[PROFILE_MAX_REGS]; /* register i is read by plan[req_of[i]] */
     int64_t due;                  /* mono_ms */
-    uint64_t polls, failures;
+    /* counters, under poller.mu */
+    uint64_t polls, failures, timeouts, crc, exceptions, other;
+    int consecutive; /* failed polls in a row */
+    int online;
+    int64_t rtt_ms;  /* time the last successful poll took */
 };
 
 struct poller {
@@ -32,6 +36,10 @@ struct poller {
     void *arg;
     pthread_t thread;
     atomic_int stop;
+    const board_t *board;
+    _Atomic int64_t round_ms; /* mono time of the last loop round */
+    int64_t round_max_ms;
+    pthread_mutex_t mu; /* guards the meters' counters */
     modbus_t *ctx;
     int connected;
     int nmeters;
@@ -64,9 +72,21 @@ static int bus_connect(poller_t *p)
         log_debug("bus %s: connect: %s", p->bus->name, modbus_strerror(errno));
         return -1;
     }
-    if (p->bus->kind == BUS_RTU && modbus_rtu_set_serial_mode(p->ctx, MODBUS_RTU_RS485) < 0)
-        log_debug("bus %s: RS-485 mode not available on this line (%s); continuing",
-                  p->bus->name, modbus_strerror(errno));
+    if (p->bus->kind == BUS_RTU && p->board) {
+        struct board_line line;
+        int rc = board_rs485_setup(p->board, p->bus->device, modbus_get_socket(p->ctx), &line);
+        if (rc < 0) { /* "kernel" asked for and the line cannot do it */
+            log_warnx("bus %s: RS-485 on %s: %s", p->bus->name, p->bus->device, strerror(-rc));
+            modbus_close(p->ctx);
+            errno = -rc;
+            return -1;
+        }
+        if (line.mode == BOARD_RS485_RTS) {
+            modbus_rtu_set_rts(p->ctx, line.rts); /* BOARD_RTS_* == MODBUS_RTU_RTS_* */
+            if (line.rts_delay_us >= 0)
+                modbus_rtu_set_rts_delay(p->ctx, line.rts_delay_us);
+        }
+    }
     p->connected = 1;
     return 0;
 }
@@ -129,6 +149,8 @@ static void poll_meter(poller_t *p, struct pmeter *pm)
     char ebuf[WIRE_ERROR_MAX];
     int e = 0;
 
+    int64_t t0 = mono_ms();
+
     memset(&r, 0, sizeof(r));
     snprintf(r.meter, sizeof(r.meter), "%s", pm->m->id);
     modbus_set_slave(p->ctx, pm->m->unit);
@@ -139,11 +161,35 @@ static void poll_meter(poller_t *p, struct pmeter *pm)
     }
     r.ts_ms = now_ms(); /* when the (last) response arrived */
     r.unsynced = r.ts_ms < CLOCK_SANE_MS;
+    pthread_mutex_lock(&p->mu);
     pm->polls++;
+    if (e) {
+        pm->failures++;
+        pm->consecutive++;
+        if (e == ETIMEDOUT)
+            pm->timeouts++;
+        else if (e == EMBBADCRC)
+            pm->crc++;
+        else if (e >= EMBXILFUN && e <= EMBXGTAR)
+            pm->exceptions++;
+        else
+            pm->other++;
+        if (pm->online && pm->consecutive >= 3) {
+            pm->online = 0;
+            log_warnx("meter %s: offline after %d failed polls (%s)", pm->m->id,
+                      pm->consecutive, error_name(e, ebuf, sizeof(ebuf)));
+        }
+    } else {
+        if (!pm->online)
+            log_info("meter %s: online", pm->m->id);
+        pm->online = 1;
+        pm->consecutive = 0;
+        pm->rtt_ms = mono_ms() - t0;
+    }
+    pthread_mutex_unlock(&p->mu);
     if (e) {
         r.ok = false;
         snprintf(r.error, sizeof(r.error), "%s", error_name(e, ebuf, sizeof(ebuf)));
-        pm->failures++;
         log_debug("meter %s: poll failed: %s", pm->m->id, r.error);
     } else {
         r.ok = true;
@@ -171,6 +217,7 @@ static void *poller_main(void *arg)
         struct pmeter *next = NULL;
         int64_t now = mono_ms();
 
+        atomic_store(&p->round_ms, now);
         for (int i = 0; i < p->nmeters; i++)
             if (!next || p->meters[i].due < next->due)
                 next = &p->meters[i];
@@ -209,8 +256,8 @@ static int build_meter(struct pmeter *pm, const struct meter_cfg *m)
     return 0;
 }
 
-int poller_start(const struct agent_cfg *cfg, int bus, queue_t *q, poller_notify_fn notify,
-                 void *arg, poller_t **out)
+int poller_start(const struct agent_cfg *cfg, const board_t *board, int bus, queue_t *q,
+                 poller_notify_fn notify, void *arg, poller_t **out)
 {
     poller_t *p = calloc(1, sizeof(*p));
     int rc = 0, k = 0;
@@ -218,7 +265,10 @@ int poller_start(const struct agent_cfg *cfg, int bus, queue_t *q, poller_notify
 
     if (!p)
         return -ENOMEM;
+    pthread_mutex_init(&p->mu, NULL);
     p->cfg = cfg;
+    p->board = board;
+    atomic_init(&p->round_ms, now);
     p->bus = &cfg->buses[bus];
     p->q = q;
     p->notify = notify;
@@ -226,6 +276,7 @@ int poller_start(const struct agent_cfg *cfg, int bus, queue_t *q, poller_notify
     for (int i = 0; i < cfg->nmeters; i++)
         p->nmeters += cfg->meters[i].bus == bus;
     if (p->nmeters == 0) {
+        pthread_mutex_destroy(&p->mu);
         free(p);
         *out = NULL;
         return 0;
@@ -246,6 +297,12 @@ int poller_start(const struct agent_cfg *cfg, int bus, queue_t *q, poller_notify
                  p->meters[k].nplan);
         k++;
     }
+    for (int i = 0; i < p->nmeters; i++) {
+        int64_t worst = (int64_t)p->meters[i].nplan * (p->bus->retries + 1) *
+                        (p->bus->timeout_ms + p->bus->frame_delay_ms);
+        if (worst > p->round_max_ms)
+            p->round_max_ms = worst;
+    }
     p->ctx = bus_new(p->bus);
     if (!p->ctx) {
         log_warn("bus %s: cannot create Modbus context", p->bus->name);
@@ -262,6 +319,7 @@ fail:
     if (p->ctx)
         modbus_free(p->ctx);
     free(p->meters);
+    pthread_mutex_destroy(&p->mu);
     free(p);
     return rc;
 }
@@ -276,5 +334,43 @@ void poller_stop(poller_t *p)
         modbus_close(p->ctx);
     modbus_free(p->ctx);
     free(p->meters);
+    pthread_mutex_destroy(&p->mu);
     free(p);
+}
+
+int poller_health(poller_t *p, char *buf, size_t len)
+{
+    size_t pos = 0;
+
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->nmeters; i++) {
+        const struct pmeter *pm = &p->meters[i];
+        int n = snprintf(buf + pos, len - pos,
+                         "%s{\"id\":\"%s\",\"bus\":\"%s\",\"unit\":%d,\"online\":%s,"
+                         "\"polls\":%llu,\"failures\":%llu,\"timeouts\":%llu,\"crc\":%llu,"
+                         "\"exceptions\":%llu,\"other_errors\":%llu,\"rtt_ms\":%lld,"
+                         "\"requests_per_poll\":%d}",
+                         i ? "," : "", pm->m->id, p->bus->name, pm->m->unit,
+                         pm->online ? "true" : "false", (unsigned long long)pm->polls,
+                         (unsigned long long)pm->failures, (unsigned long long)pm->timeouts,
+                         (unsigned long long)pm->crc, (unsigned long long)pm->exceptions,
+                         (unsigned long long)pm->other, (long long)pm->rtt_ms, pm->nplan);
+        if (n < 0 || (size_t)n >= len - pos) {
+            pthread_mutex_unlock(&p->mu);
+            return -1;
+        }
+        pos += (size_t)n;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return (int)pos;
+}
+
+int64_t poller_idle_ms(poller_t *p)
+{
+    return mono_ms() - atomic_load(&p->round_ms);
+}
+
+int64_t poller_round_max_ms(poller_t *p)
+{
+    return p->round_max_ms;
 }

@@ -179,6 +179,34 @@ fail:
     return NULL;
 }
 
+static bool add_u64(cJSON *o, const char *name, uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%" PRIu64, v);
+    return cJSON_AddRawToObject(o, name, buf) != NULL;
+}
+
+/* ingest's counters: what came in, and every reject cause with its count (zeros too, so
+ * that the set of causes is visible). Counters only: nothing secret. */
+static bool add_ingest(cJSON *root, ingest_t *in)
+{
+    struct ingest_stats s;
+    cJSON *o, *rej;
+
+    ingest_get_stats(in, &s);
+    if (!(o = cJSON_AddObjectToObject(root, "ingest")) || !add_u64(o, "messages", s.messages) ||
+        !add_u64(o, "batches", s.batches) || !add_u64(o, "stored", s.stored) ||
+        !add_u64(o, "duplicates", s.duplicates) || !add_u64(o, "statuses", s.statuses) ||
+        !add_u64(o, "losses", s.losses) || !add_u64(o, "health", s.healths) ||
+        !add_u64(o, "acks", s.acks) || !add_u64(o, "data_gaps", s.data_gaps) ||
+        !(rej = cJSON_AddObjectToObject(o, "rejects")))
+        return false;
+    for (int i = 0; i < IC_COUNT; i++)
+        if (!add_u64(rej, ingest_cause_name((enum ingest_cause)i), s.rejects[i]))
+            return false;
+    return true;
+}
+
 static enum MHD_Result h_health(struct api *a, struct MHD_Connection *c)
 {
     bool mqtt = ingest_connected(a->in);
@@ -187,7 +215,8 @@ static enum MHD_Result h_health(struct api *a, struct MHD_Connection *c)
 
     if (root && (!cJSON_AddStringToObject(root, "status", store ? "ok" : "error") ||
                  !cJSON_AddStringToObject(root, "mqtt", mqtt ? "connected" : "disconnected") ||
-                 !cJSON_AddStringToObject(root, "store", store ? "ok" : "error"))) {
+                 !cJSON_AddStringToObject(root, "store", store ? "ok" : "error") ||
+                 !add_ingest(root, a->in))) {
         cJSON_Delete(root);
         root = NULL;
     }
@@ -352,31 +381,232 @@ fail:
     return send_json(c, MHD_HTTP_OK, NULL);
 }
 
-enum route { RT_NONE, RT_HEALTH, RT_METERS, RT_READINGS, RT_BAD_ID };
-
-/* Maps a path to a route; for RT_READINGS copies the meter id to meter. */
-static enum route route(const char *url, char *meter)
+static bool add_time_or_null(cJSON *o, const char *name, bool has, int64_t ms)
 {
-    static const char mp[] = "/api/v1/meters/";
-    const char *id, *slash;
-    size_t n;
+    return has ? add_time(o, name, ms) : cJSON_AddNullToObject(o, name) != NULL;
+}
+
+static bool add_gauge(cJSON *o, const char *name, bool has, int64_t v)
+{
+    return has && v >= 0 ? add_int(o, name, v) : cJSON_AddNullToObject(o, name) != NULL;
+}
+
+static cJSON *ranges_json(const struct seq_range *r, int n)
+{
+    cJSON *arr = cJSON_CreateArray();
+    char buf[48];
+
+    for (int i = 0; arr && i < n; i++) {
+        cJSON *pair;
+        snprintf(buf, sizeof(buf), "[%" PRIu64 ",%" PRIu64 "]", r[i].lo, r[i].hi);
+        if (!(pair = cJSON_CreateRaw(buf))) {
+            cJSON_Delete(arr);
+            return NULL;
+        }
+        cJSON_AddItemToArray(arr, pair);
+    }
+    return arr;
+}
+
+static cJSON *stream_json(const struct store_stream *x)
+{
+    cJSON *o = cJSON_CreateObject(), *m;
+
+    if (!o || !cJSON_AddStringToObject(o, "stream", x->id) || !add_u64(o, "upto", x->upto) ||
+        !add_u64(o, "received", x->received) || !add_u64(o, "duplicates", x->duplicates) ||
+        !add_u64(o, "lost", x->lost) || !(m = ranges_json(x->missing, x->nmissing)))
+        goto fail;
+    cJSON_AddItemToObject(o, "missing", m);
+    if (!add_u64(o, "missing_ranges", x->nmissing_total) ||
+        !add_int(o, "gaps_open", x->gaps_open) || !add_time(o, "first_seen", x->first_seen_ms) ||
+        !add_time(o, "last_seen", x->last_seen_ms))
+        goto fail;
+    return o;
+fail:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+/* A gateway as GET /api/v1/gateways lists it. */
+static cJSON *gateway_json(const struct store_gateway *g)
+{
+    cJSON *o = cJSON_CreateObject(), *arr;
+    bool st = g->status[0] != '\0';
+
+    if (!o || !cJSON_AddStringToObject(o, "id", g->id) ||
+        !(st ? cJSON_AddStringToObject(o, "status", g->status)
+             : cJSON_AddNullToObject(o, "status")) ||
+        !add_time_or_null(o, "status_since", st, g->status_ts_ms) ||
+        !add_time_or_null(o, "last_seen", g->has_last_seen, g->last_seen_ms) ||
+        !add_gauge(o, "queue_depth", g->has_health, g->health.queue_depth) ||
+        !add_gauge(o, "oldest_unsent_age_s", g->has_health, g->health.oldest_age_s) ||
+        !(arr = cJSON_AddArrayToObject(o, "streams")))
+        goto fail;
+    for (int i = 0; i < g->nstreams; i++) {
+        cJSON *x = stream_json(&g->streams[i]);
+        if (!x)
+            goto fail;
+        cJSON_AddItemToArray(arr, x);
+    }
+    if (!add_int(o, "streams_total", g->nstreams_total) || !add_u64(o, "received", g->received) ||
+        !add_u64(o, "duplicates", g->duplicates) || !add_u64(o, "lost", g->lost) ||
+        !add_u64(o, "gaps", g->gaps) ||
+        !add_time_or_null(o, "health_ts", g->has_health, g->health.ts_ms))
+        goto fail;
+    return o;
+fail:
+    cJSON_Delete(o);
+    return NULL;
+}
+
+static enum MHD_Result h_gateways(struct api *a, struct MHD_Connection *c)
+{
+    static const char *const names[] = {NULL};
+    struct params p = {.names = names};
+    struct store_gateway *g = NULL;
+    cJSON *root = NULL, *arr;
+    int n = 0, rc;
+
+    if (get_params(c, &p) < 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "bad_parameter", "%s", p.err);
+    rc = store_list_gateways(a->st, &g, &n);
+    if (rc < 0)
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "store: %s",
+                          strerror(-rc));
+    root = cJSON_CreateObject();
+    if (!root || !(arr = cJSON_AddArrayToObject(root, "gateways")))
+        goto fail;
+    for (int i = 0; i < n; i++) {
+        cJSON *o = gateway_json(&g[i]);
+        if (!o)
+            goto fail;
+        cJSON_AddItemToArray(arr, o);
+    }
+    store_gateways_free(g, n);
+    return send_json(c, MHD_HTTP_OK, root);
+fail:
+    store_gateways_free(g, n);
+    cJSON_Delete(root);
+    return send_json(c, MHD_HTTP_OK, NULL);
+}
+
+static cJSON *loss_json(const struct store_loss_entry *e)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    if (!o || !cJSON_AddStringToObject(o, "stream", e->stream) ||
+        !add_u64(o, "first", e->loss.first) || !add_u64(o, "last", e->loss.last) ||
+        !add_u64(o, "count", e->loss.count) ||
+        !cJSON_AddStringToObject(o, "reason", e->loss.reason) ||
+        !add_time(o, "ts", e->loss.ts_ms) || !add_time(o, "received_at", e->received_ms)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static enum MHD_Result h_gateway(struct api *a, struct MHD_Connection *c, const char *id)
+{
+    static const char *const names[] = {NULL};
+    struct params p = {.names = names};
+    struct store_gateway g;
+    struct store_loss_entry *losses = NULL;
+    char *health = NULL;
+    cJSON *root = NULL, *h, *arr;
+    int nl = 0, rc;
+
+    if (get_params(c, &p) < 0)
+        return send_error(c, MHD_HTTP_BAD_REQUEST, "bad_parameter", "%s", p.err);
+    rc = store_get_gateway(a->st, id, &g, &health, &losses, &nl);
+    if (rc == -ENOENT)
+        return send_error(c, MHD_HTTP_NOT_FOUND, "not_found", "gateway \"%s\" not found", id);
+    if (rc < 0)
+        return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "store: %s",
+                          strerror(-rc));
+    if (!(root = gateway_json(&g)))
+        goto fail;
+    /* stored only after validation (msg_parse_health), so it parses */
+    h = health ? cJSON_Parse(health) : cJSON_CreateNull();
+    if (!h)
+        goto fail;
+    cJSON_AddItemToObject(root, "health", h);
+    if (!(arr = cJSON_AddArrayToObject(root, "losses")))
+        goto fail;
+    for (int i = 0; i < nl; i++) {
+        cJSON *o = loss_json(&losses[i]);
+        if (!o)
+            goto fail;
+        cJSON_AddItemToArray(arr, o);
+    }
+    store_gateway_clear(&g);
+    free(health);
+    free(losses);
+    return send_json(c, MHD_HTTP_OK, root);
+fail:
+    store_gateway_clear(&g);
+    free(health);
+    free(losses);
+    cJSON_Delete(root);
+    return send_json(c, MHD_HTTP_OK, NULL);
+}
+
+enum route {
+    RT_NONE,
+    RT_HEALTH,
+    RT_METERS,
+    RT_READINGS,
+    RT_BAD_METER,
+    RT_GATEWAYS,
+    RT_GATEWAY,
+    RT_BAD_GATEWAY
+};
+
+/* Copies the n bytes at s to id when they are a valid id (1..63 of [A-Za-z0-9_.-]). */
+static bool take_id(const char *s, size_t n, char *id)
+{
+    if (n == 0 || n >= WIRE_ID_MAX)
+        return false;
+    memcpy(id, s, n);
+    id[n] = '\0';
+    return wire_id_valid(id);
+}
+
+/* Maps a path to a route; for RT_READINGS and RT_GATEWAY copies the id to id. */
+static enum route route(const char *url, char *id)
+{
+    static const char mp[] = "/api/v1/meters/", gp[] = "/api/v1/gateways/";
+    const char *p, *slash;
 
     if (strcmp(url, "/healthz") == 0)
         return RT_HEALTH;
     if (strcmp(url, "/api/v1/meters") == 0)
         return RT_METERS;
+    if (strcmp(url, "/api/v1/gateways") == 0)
+        return RT_GATEWAYS;
+    if (strncmp(url, gp, sizeof(gp) - 1) == 0) {
+        p = url + sizeof(gp) - 1;
+        if (strchr(p, '/'))
+            return RT_NONE;
+        return take_id(p, strlen(p), id) ? RT_GATEWAY : RT_BAD_GATEWAY;
+    }
     if (strncmp(url, mp, sizeof(mp) - 1) != 0)
         return RT_NONE;
-    id = url + sizeof(mp) - 1;
-    slash = strchr(id, '/');
+    p = url + sizeof(mp) - 1;
+    slash = strchr(p, '/');
     if (!slash || strcmp(slash, "/readings") != 0)
         return RT_NONE;
-    n = (size_t)(slash - id);
-    if (n == 0 || n >= WIRE_ID_MAX)
-        return RT_BAD_ID;
-    memcpy(meter, id, n);
-    meter[n] = '\0';
-    return wire_id_valid(meter) ? RT_READINGS : RT_BAD_ID;
+    return take_id(p, (size_t)(slash - p), id) ? RT_READINGS : RT_BAD_METER;
+}
+
+/* The 400 for an invalid id in the path: what (meter, gateway), the id as given. */
+static enum MHD_Result bad_id(struct MHD_Connection *c, const char *what, const char *id, size_t n)
+{
+    char raw[WIRE_ID_MAX + 8], b[48];
+
+    snprintf(raw, sizeof(raw), "%.*s", n > WIRE_ID_MAX ? WIRE_ID_MAX : (int)n, id);
+    return send_error(c, MHD_HTTP_BAD_REQUEST, "bad_parameter",
+                      "%s: \"%s\" is not a %s id (1..63 of [A-Za-z0-9_.-])", what,
+                      shown(raw, b, sizeof(b)), what);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
@@ -385,8 +615,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 {
     static int first_call_seen;
     struct api *a = cls;
-    char meter[WIRE_ID_MAX], b[48];
-    enum route rt = route(url, meter);
+    char id[WIRE_ID_MAX], b[48];
+    enum route rt = route(url, id);
 
     /* Errors are answered on the first call, before any body is read (libmicrohttpd then
      * closes the connection). A good request is answered on the second call, once the
@@ -415,15 +645,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     case RT_METERS:
         return h_meters(a, c);
     case RT_READINGS:
-        return h_readings(a, c, meter);
+        return h_readings(a, c, id);
+    case RT_GATEWAYS:
+        return h_gateways(a, c);
+    case RT_GATEWAY:
+        return h_gateway(a, c, id);
+    case RT_BAD_GATEWAY: {
+        const char *p = url + strlen("/api/v1/gateways/");
+        return bad_id(c, "gateway", p, strlen(p));
+    }
     default: {
-        const char *id = url + strlen("/api/v1/meters/");
-        size_t n = (size_t)(strchr(id, '/') - id);
-        char raw[WIRE_ID_MAX + 8];
-        snprintf(raw, sizeof(raw), "%.*s", n > WIRE_ID_MAX ? WIRE_ID_MAX : (int)n, id);
-        return send_error(c, MHD_HTTP_BAD_REQUEST, "bad_parameter",
-                          "meter: \"%s\" is not a meter id (1..63 of [A-Za-z0-9_.-])",
-                          shown(raw, b, sizeof(b)));
+        const char *p = url + strlen("/api/v1/meters/");
+        return bad_id(c, "meter", p, (size_t)(strchr(p, '/') - p));
     }
     }
 }

@@ -96,11 +96,13 @@ static const struct opt opts[] = {
      0, "null or a file path"},
     {"store", "path", OPT_STR, STR_FIELD(store, path), 0, 0, check_no_ctl, false,
      "/var/lib/meterlink/cloud.db", 0, "a file path"},
+    {"ingest", "gap_grace_ms", OPT_INT, INT_FIELD(ingest, gap_grace_ms), 100, 604800000, NULL,
+     false, NULL, 300000, "a time in ms (100..604800000, 7 days)"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
-static const char *const sections[] = {"mqtt", "http", "store"};
+static const char *const sections[] = {"mqtt", "http", "store", "ingest"};
 
 struct ctx {
     const char *file;

@@ -42,10 +42,15 @@ struct cfg_store {
     char path[CFG_PATH_MAX];
 };
 
+struct cfg_ingest {
+    int gap_grace_ms; /* a missing seq range open this long is a data gap event */
+};
+
 struct cfg {
     struct cfg_mqtt mqtt;
     struct cfg_http http;
     struct cfg_store store;
+    struct cfg_ingest ingest;
 };
 
 /* Receives one error message (without a trailing newline). */

@@ -6,10 +6,16 @@
  * Counters are atomics because the HTTP threads read them. We run our own loop instead
  * of mosquitto_loop_start() because mosquitto_loop_forever() gives up for good on some
  * errors (a failed DNS lookup, a protocol error); this loop retries after every error.
+ *
+ * Order per message: parse, store (one transaction), then publish the ack. An ack is never
+ * published for anything the store has not committed; when the cloud dies between commit
+ * and ack, the gateway resends after its ack timeout and the store answers it from the
+ * committed state (the resent readings are duplicates).
  */
 #include "ingest.h"
 
 #include "log.h"
+#include "msg.h"
 #include "timeutil.h"
 
 #include <cjson/cJSON.h>
@@ -30,13 +36,15 @@
 #define REJECT_LOG_INTERVAL_MS 60000
 #define STATUS_MAX_PAYLOAD 65536
 #define TOPIC_MAX (CFG_PREFIX_MAX + 32)
+#define GAP_CHECK_INTERVAL_MS 1000
+#define GAPS_PER_CHECK 16
 
 struct ingest {
     struct cfg_mqtt cfg;
     store_t *st;
     struct mosquitto *mosq;
-    char sub_readings[TOPIC_MAX];
-    char sub_status[TOPIC_MAX];
+    int gap_grace_ms;
+    char sub[4][TOPIC_MAX]; /* readings, status, loss, health */
 
     pthread_t thread;
     bool thread_started;
@@ -52,8 +60,10 @@ struct ingest {
     int64_t last_log[IC_COUNT];
     bool logged[IC_COUNT];
     uint64_t suppressed[IC_COUNT];
+    int64_t next_gap_check; /* mono_ms */
 
     atomic_uint_fast64_t messages, batches, stored, duplicates, statuses;
+    atomic_uint_fast64_t losses, healths, acks, data_gaps;
     atomic_uint_fast64_t rejects[IC_COUNT];
 };
 
@@ -70,6 +80,12 @@ const char *ingest_cause_name(enum ingest_cause c)
         return "bad_topic";
     case IC_BAD_STATUS:
         return "bad_status";
+    case IC_BAD_LOSS:
+        return "bad_loss";
+    case IC_BAD_HEALTH:
+        return "bad_health";
+    case IC_SEQ_LIMIT:
+        return "seq_limit";
     case IC_STORE:
         return "store_error";
     default:
@@ -153,9 +169,10 @@ static void reject_readings(ingest_t *in, const char *gw, const struct wire_batc
                   b->first_reject);
 }
 
-enum topic_kind { T_READINGS, T_STATUS };
+enum topic_kind { T_READINGS, T_STATUS, T_LOSS, T_HEALTH };
 
-/* Splits "<prefix>/<gw>/readings|status"; returns 0, or -EINVAL for any other topic. */
+/* Splits "<prefix>/<gw>/readings|status|loss|health"; returns 0, or -EINVAL for any other
+ * topic. */
 static int split_topic(const char *prefix, const char *topic, char *gw, enum topic_kind *k)
 {
     size_t pl = strlen(prefix), gl;
@@ -175,9 +192,46 @@ static int split_topic(const char *prefix, const char *topic, char *gw, enum top
         *k = T_READINGS;
     else if (strcmp(slash + 1, "status") == 0)
         *k = T_STATUS;
+    else if (strcmp(slash + 1, "loss") == 0)
+        *k = T_LOSS;
+    else if (strcmp(slash + 1, "health") == 0)
+        *k = T_HEALTH;
     else
         return -EINVAL;
     return 0;
+}
+
+/* Publishes a's ack to gateway gw: QoS 1, not retained. Called only with a committed
+ * state. A failure is logged (debug) and not retried: the gateway resends what stays
+ * unconfirmed, and the answer to that is another ack. */
+static void publish_ack(ingest_t *in, const char *gw, const struct store_ack *a)
+{
+    char topic[TOPIC_MAX], buf[MSG_ACK_MAX];
+    int n, rc;
+
+    n = msg_format_ack(a, buf, sizeof(buf));
+    if (n < 0) {
+        log_warnx("ingest: %s: cannot encode the ack of stream %s", gw, a->stream);
+        return;
+    }
+    snprintf(topic, sizeof(topic), "%s/%s/ack", in->cfg.prefix, gw);
+    rc = mosquitto_publish(in->mosq, NULL, topic, n, buf, 1, false);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        log_debug("ingest: %s: ack not published: %s", gw, mqtt_strerror(rc));
+        return;
+    }
+    atomic_fetch_add(&in->acks, 1);
+    log_debug("ingest: %s: ack %s", gw, buf);
+}
+
+/* Replaces anything but printable ASCII in a failed poll's error text by '?': it is shown
+ * in the API and logs, and wire.h only bounds its length. */
+static void clean_errors(struct reading *r, int n)
+{
+    for (int i = 0; i < n; i++)
+        for (char *p = r[i].error; *p; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+                *p = '?';
 }
 
 static void on_readings(ingest_t *in, const char *gw, const char *payload, size_t len)
@@ -190,6 +244,11 @@ static void on_readings(ingest_t *in, const char *gw, const char *payload, size_
     if (len > WIRE_MAX_PAYLOAD) {
         snprintf(err, sizeof(err), "payload of %zu bytes exceeds %d", len, WIRE_MAX_PAYLOAD);
         reject(in, IC_ENVELOPE, 1, gw, err);
+        return;
+    }
+    if (len && memchr(payload, '\0', len)) {
+        /* JSON text never holds a NUL byte; cJSON would skip a leading one as white space */
+        reject(in, IC_ENVELOPE, 1, gw, "payload contains a NUL byte");
         return;
     }
     err[0] = '\0';
@@ -205,7 +264,19 @@ static void on_readings(ingest_t *in, const char *gw, const char *payload, size_
     }
     if (b.nrejected)
         reject_readings(in, gw, &b);
+    clean_errors(b.readings, b.n);
     rc = store_put_batch(in->st, gw, b.stream, b.readings, b.n, now_ms(), &res);
+    if (rc == -E2BIG) {
+        /* Nothing stored. The ack of the state as it is lets the gateway fill the oldest
+         * holes (or report them lost) until the batch fits. */
+        snprintf(err, sizeof(err),
+                 "stream %s: batch of %d readings not stored: the stream would have more than "
+                 "%d missing ranges",
+                 b.stream, b.n, STORE_SEQ_RANGES_MAX);
+        reject(in, IC_SEQ_LIMIT, 1, gw, err);
+        publish_ack(in, gw, &res.ack);
+        goto done;
+    }
     if (rc < 0) {
         snprintf(err, sizeof(err), "batch of %d readings not stored: %s", b.n, strerror(-rc));
         reject(in, IC_STORE, 1, gw, err);
@@ -214,10 +285,102 @@ static void on_readings(ingest_t *in, const char *gw, const char *payload, size_
     atomic_fetch_add(&in->batches, 1);
     atomic_fetch_add(&in->stored, (uint64_t)res.inserted);
     atomic_fetch_add(&in->duplicates, (uint64_t)res.duplicates);
-    log_debug("ingest: %s: stream %s: %d stored, %d duplicate, %d rejected", gw, b.stream,
-              res.inserted, res.duplicates, b.nrejected);
+    log_debug("ingest: %s: stream %s: %d stored, %d new seqs, %d duplicate, %d rejected", gw,
+              b.stream, res.inserted, res.received, res.duplicates, b.nrejected);
+    publish_ack(in, gw, &res.ack);
 done:
     wire_batch_free(&b);
+}
+
+static void on_loss(ingest_t *in, const char *gw, const char *payload, size_t len)
+{
+    struct msg_loss *l;
+    struct store_loss_result res;
+    char err[200];
+    int rc;
+
+    l = malloc(sizeof(*l));
+    if (!l) {
+        reject(in, IC_STORE, 1, gw, "loss report not stored: out of memory");
+        return;
+    }
+    err[0] = '\0';
+    if (msg_parse_loss(payload, len, l, err, sizeof(err)) < 0) {
+        reject(in, IC_BAD_LOSS, 1, gw, err[0] ? err : "unusable loss report");
+        goto done;
+    }
+    if (strcmp(l->gw, gw) != 0) {
+        snprintf(err, sizeof(err), "loss report: payload gw \"%s\" differs from the topic's",
+                 l->gw);
+        reject(in, IC_GW_MISMATCH, 1, gw, err);
+        goto done;
+    }
+    rc = store_put_loss(in->st, gw, l->stream, l->losses, l->n, now_ms(), &res);
+    if (rc == -E2BIG) {
+        snprintf(err, sizeof(err),
+                 "stream %s: loss report not stored: the stream would have more than %d "
+                 "missing ranges",
+                 l->stream, STORE_SEQ_RANGES_MAX);
+        reject(in, IC_SEQ_LIMIT, 1, gw, err);
+        publish_ack(in, gw, &res.ack);
+        goto done;
+    }
+    if (rc < 0) {
+        snprintf(err, sizeof(err), "loss report not stored: %s", strerror(-rc));
+        reject(in, IC_STORE, 1, gw, err);
+        goto done;
+    }
+    atomic_fetch_add(&in->losses, 1);
+    /* a report is repeated until acked: only one that counts new seqs is news */
+    if (res.lost)
+        log_warnx("ingest: %s: stream %s: the gateway reports %llu reading(s) lost "
+                  "(first range %llu..%llu, %s)",
+                  gw, l->stream, (unsigned long long)res.lost,
+                  (unsigned long long)l->losses[0].first, (unsigned long long)l->losses[0].last,
+                  l->losses[0].reason);
+    publish_ack(in, gw, &res.ack);
+done:
+    free(l);
+}
+
+static void on_health(ingest_t *in, const char *gw, const char *payload, size_t len)
+{
+    struct msg_health h;
+    char err[200];
+
+    err[0] = '\0';
+    if (msg_parse_health(payload, len, &h, err, sizeof(err)) < 0) {
+        reject(in, IC_BAD_HEALTH, 1, gw, err[0] ? err : "unusable health message");
+        return;
+    }
+    if (strcmp(h.gw, gw) != 0) {
+        snprintf(err, sizeof(err), "health: payload gw \"%s\" differs from the topic's", h.gw);
+        reject(in, IC_GW_MISMATCH, 1, gw, err);
+        return;
+    }
+    if (!h.has_ts)
+        h.h.ts_ms = now_ms();
+    if (store_put_health(in->st, gw, payload, len, &h.h, now_ms()) < 0) {
+        reject(in, IC_STORE, 1, gw, "health not stored");
+        return;
+    }
+    atomic_fetch_add(&in->healths, 1);
+}
+
+/* Publishes the ack of each of gateway gw's newest streams. */
+static void ack_streams(ingest_t *in, const char *gw)
+{
+    struct store_ack *acks;
+    int n = 0;
+
+    acks = malloc(STORE_STREAMS_MAX * sizeof(*acks));
+    if (!acks)
+        return;
+    if (store_stream_acks(in->st, gw, acks, STORE_STREAMS_MAX, &n) < 0)
+        log_warnx("ingest: %s: cannot read its streams for an ack", gw);
+    for (int i = 0; i < n; i++)
+        publish_ack(in, gw, &acks[i]);
+    free(acks);
 }
 
 static void on_status(ingest_t *in, const char *gw, const char *payload, size_t len)
@@ -255,6 +418,8 @@ static void on_status(ingest_t *in, const char *gw, const char *payload, size_t 
     atomic_fetch_add(&in->statuses, 1);
     if (changed)
         log_info("ingest: gateway %s is %s", gw, state->valuestring);
+    if (strcmp(state->valuestring, "online") == 0)
+        ack_streams(in, gw);
 done:
     cJSON_Delete(root);
 }
@@ -270,16 +435,26 @@ static void on_message(struct mosquitto *mosq, void *arg, const struct mosquitto
         reject(in, IC_BAD_TOPIC, 1, "?", "a topic not of the form <prefix>/<gw>/<kind>");
         return;
     }
-    if (k == T_READINGS)
+    switch (k) {
+    case T_READINGS:
         on_readings(in, gw, m->payload, (size_t)m->payloadlen);
-    else
+        break;
+    case T_STATUS:
         on_status(in, gw, m->payload, (size_t)m->payloadlen);
+        break;
+    case T_LOSS:
+        on_loss(in, gw, m->payload, (size_t)m->payloadlen);
+        break;
+    case T_HEALTH:
+        on_health(in, gw, m->payload, (size_t)m->payloadlen);
+        break;
+    }
 }
 
 static void on_connect(struct mosquitto *mosq, void *arg, int rc)
 {
     ingest_t *in = arg;
-    int r1, r2;
+    int r = MOSQ_ERR_SUCCESS;
 
     if (rc != 0) {
         if (!in->warned)
@@ -293,10 +468,13 @@ static void on_connect(struct mosquitto *mosq, void *arg, int rc)
     in->warned = false;
     in->delay_s = DELAY_MIN_S;
     /* a clean session forgets subscriptions: subscribe on every connect */
-    r1 = mosquitto_subscribe(mosq, NULL, in->sub_readings, 1);
-    r2 = mosquitto_subscribe(mosq, NULL, in->sub_status, 1);
-    if (r1 != MOSQ_ERR_SUCCESS || r2 != MOSQ_ERR_SUCCESS)
-        log_warnx("mqtt: subscribe: %s", mqtt_strerror(r1 != MOSQ_ERR_SUCCESS ? r1 : r2));
+    for (size_t i = 0; i < sizeof(in->sub) / sizeof(in->sub[0]); i++) {
+        int ri = mosquitto_subscribe(mosq, NULL, in->sub[i], 1);
+        if (ri != MOSQ_ERR_SUCCESS && r == MOSQ_ERR_SUCCESS)
+            r = ri;
+    }
+    if (r != MOSQ_ERR_SUCCESS)
+        log_warnx("mqtt: subscribe: %s", mqtt_strerror(r));
 }
 
 static void on_subscribe(struct mosquitto *mosq, void *arg, int mid, int n, const int *qos)
@@ -351,6 +529,30 @@ static void backoff(ingest_t *in, int rc)
     in->delay_s = in->delay_s * 2 > DELAY_MAX_S ? DELAY_MAX_S : in->delay_s * 2;
 }
 
+/* Asks the store for data gaps (missing ranges open longer than the grace time) at most
+ * once per GAP_CHECK_INTERVAL_MS, and logs each once. */
+static void check_gaps(ingest_t *in)
+{
+    struct store_gap g[GAPS_PER_CHECK];
+    int64_t mono = mono_ms(), now;
+    int n = 0;
+
+    if (mono < in->next_gap_check)
+        return;
+    in->next_gap_check = mono + GAP_CHECK_INTERVAL_MS;
+    now = now_ms();
+    if (store_check_gaps(in->st, now, in->gap_grace_ms, g, GAPS_PER_CHECK, &n) < 0)
+        return; /* the store logged why; try again next time */
+    for (int i = 0; i < n; i++)
+        log_warnx("ingest: data gap: gateway %s stream %s: seqs %llu..%llu missing for %lld s "
+                  "(neither received nor reported lost)",
+                  g[i].gateway, g[i].stream, (unsigned long long)g[i].first,
+                  (unsigned long long)g[i].last, (long long)((now - g[i].first_seen_ms) / 1000));
+    atomic_fetch_add(&in->data_gaps, (uint64_t)n);
+    if (n == GAPS_PER_CHECK)
+        in->next_gap_check = mono; /* more may be due */
+}
+
 static void *loop_main(void *arg)
 {
     ingest_t *in = arg;
@@ -358,6 +560,7 @@ static void *loop_main(void *arg)
     int rc;
 
     while (!atomic_load(&in->stop)) {
+        check_gaps(in);
         if (!sock) {
             if (in->attempted)
                 rc = mosquitto_reconnect_async(in->mosq);
@@ -381,8 +584,10 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-int ingest_start(const struct cfg_mqtt *cfg, store_t *st, ingest_t **out)
+int ingest_start(const struct cfg_mqtt *cfg, const struct cfg_ingest *icfg, store_t *st,
+                 ingest_t **out)
 {
+    static const char *const kinds[] = {"readings", "status", "loss", "health"};
     pthread_condattr_t ca;
     ingest_t *in;
     int rc;
@@ -393,11 +598,12 @@ int ingest_start(const struct cfg_mqtt *cfg, store_t *st, ingest_t **out)
         return -ENOMEM;
     in->cfg = *cfg;
     in->st = st;
+    in->gap_grace_ms = icfg->gap_grace_ms;
     in->delay_s = DELAY_MIN_S;
     atomic_init(&in->stop, false);
     atomic_init(&in->connected, false);
-    snprintf(in->sub_readings, sizeof(in->sub_readings), "%s/+/readings", cfg->prefix);
-    snprintf(in->sub_status, sizeof(in->sub_status), "%s/+/status", cfg->prefix);
+    for (size_t i = 0; i < sizeof(in->sub) / sizeof(in->sub[0]); i++)
+        snprintf(in->sub[i], sizeof(in->sub[i]), "%s/+/%s", cfg->prefix, kinds[i]);
     pthread_mutex_init(&in->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -468,6 +674,10 @@ void ingest_get_stats(ingest_t *in, struct ingest_stats *s)
     s->stored = atomic_load(&in->stored);
     s->duplicates = atomic_load(&in->duplicates);
     s->statuses = atomic_load(&in->statuses);
+    s->losses = atomic_load(&in->losses);
+    s->healths = atomic_load(&in->healths);
+    s->acks = atomic_load(&in->acks);
+    s->data_gaps = atomic_load(&in->data_gaps);
     for (int i = 0; i < IC_COUNT; i++)
         s->rejects[i] = atomic_load(&in->rejects[i]);
 }

@@ -1,6 +1,12 @@
 /*
- * ingest: meter-cloud's MQTT subscriber. Receives readings batches and gateway status
- * from the broker, validates them (wire.h) and writes them to the store.
+ * ingest: meter-cloud's MQTT side. Receives readings batches, loss reports, health
+ * messages and gateway status from the broker, validates them (wire.h, msg.h), writes them
+ * to the store, and answers each committed batch or loss report with an ack on
+ * <prefix>/<gw>/ack (QoS 1, not retained), published only after the store's commit. When a
+ * gateway's status says online (also the retained one delivered on every connect), it
+ * publishes the ack of each of that gateway's newest streams, so the gateway learns where
+ * the cloud stands. About once a second it asks the store for missing ranges open longer
+ * than ingest.gap_grace_ms and logs each such data gap once.
  *
  * It runs its own thread (libmosquitto's network loop plus the store writes, so a batch is
  * committed before the next message is read) and reconnects by itself, with a delay
@@ -8,7 +14,7 @@
  * input never stops it: every bad message is counted by cause and dropped, and its reason
  * logged at most once a minute per cause.
  *
- * Not yet here: ack to the gateways, seq/gap tracking, shared subscriptions, TLS.
+ * Not yet here: shared subscriptions, TLS.
  *
  * Errors: int functions return 0 or a negative errno.
  */
@@ -24,15 +30,19 @@
 
 typedef struct ingest ingest_t;
 
-/* Why a message or reading was dropped. Batch-level causes count messages; the
- * reading-level ones (IC_READING + enum wire_reject) count readings. */
+/* Why a message or reading was dropped. Message-level causes count messages; the
+ * reading-level ones (IC_READING + enum wire_reject) count readings. IC_GW_MISMATCH counts
+ * readings batches, loss reports and health messages whose gw is not the topic's. */
 enum ingest_cause {
     IC_ENVELOPE,    /* readings payload unusable: too large, not JSON, bad v/gw/stream */
     IC_GW_MISMATCH, /* payload gw differs from the topic's gateway */
     IC_READING,     /* first of WR_COUNT reading causes (wire_reject_name) */
     IC_BAD_TOPIC = IC_READING + WR_COUNT, /* a topic we did not expect */
     IC_BAD_STATUS,                        /* a status payload that is not {"state":...} */
-    IC_STORE,                             /* the store failed: the batch was not stored */
+    IC_BAD_LOSS,                          /* a loss report that is not valid (msg.h) */
+    IC_BAD_HEALTH,                        /* a health message that is not valid (msg.h) */
+    IC_SEQ_LIMIT, /* the stream's counted set would exceed STORE_SEQ_RANGES_MAX ranges */
+    IC_STORE,     /* the store failed: the batch was not stored */
     IC_COUNT
 };
 
@@ -42,6 +52,10 @@ struct ingest_stats {
     uint64_t stored;     /* readings stored new */
     uint64_t duplicates; /* readings already stored, ignored */
     uint64_t statuses;   /* status messages recorded */
+    uint64_t losses;     /* loss reports committed */
+    uint64_t healths;    /* health messages stored */
+    uint64_t acks;       /* acks handed to the MQTT library */
+    uint64_t data_gaps;  /* data gap events found */
     uint64_t rejects[IC_COUNT];
 };
 
@@ -49,8 +63,9 @@ struct ingest_stats {
 const char *ingest_cause_name(enum ingest_cause c);
 
 /* Starts the subscriber thread for broker cfg, storing into st (which must outlive it).
- * It need not reach the broker to succeed: it keeps trying. cfg is copied. */
-int ingest_start(const struct cfg_mqtt *cfg, store_t *st, ingest_t **out);
+ * It need not reach the broker to succeed: it keeps trying. cfg and icfg are copied. */
+int ingest_start(const struct cfg_mqtt *cfg, const struct cfg_ingest *icfg, store_t *st,
+                 ingest_t **out);
 
 /* Disconnects, stops the thread and frees in; NULL is allowed. */
 void ingest_stop(ingest_t *in);

@@ -3,7 +3,8 @@
  * over a JSON HTTP API.
  *
  * main.c is the daemon's shape only: command line, configuration, signals, start and stop
- * order. The work is in ingest (MQTT), store (SQLite) and api (HTTP).
+ * order. The work is in ingest (MQTT), store (SQLite), api (HTTP), with the pure parts in
+ * seqset (counted seqs) and msg (loss, health and ack payloads).
  *
  * Threads: ingest and libmicrohttpd run their own; the main thread only waits for signals.
  * The signals we act on are blocked in every thread and only unblocked inside
@@ -104,10 +105,13 @@ static void log_stats(ingest_t *in)
                                     ingest_cause_name((enum ingest_cause)c),
                                     (unsigned long long)s.rejects[c]);
     log_info("ingest: %llu messages, %llu batches, %llu readings stored, %llu duplicates, "
-             "%llu statuses; dropped:%s",
+             "%llu statuses, %llu loss reports, %llu health, %llu acks, %llu data gaps; "
+             "dropped:%s",
              (unsigned long long)s.messages, (unsigned long long)s.batches,
              (unsigned long long)s.stored, (unsigned long long)s.duplicates,
-             (unsigned long long)s.statuses, rej[0] ? rej : " none");
+             (unsigned long long)s.statuses, (unsigned long long)s.losses,
+             (unsigned long long)s.healths, (unsigned long long)s.acks,
+             (unsigned long long)s.data_gaps, rej[0] ? rej : " none");
 }
 
 static void setup_signals(sigset_t *waitmask)
@@ -219,7 +223,7 @@ int main(int argc, char **argv)
         goto done;
     }
     log_info("store %s", cfg->store.path);
-    if ((rc = ingest_start(&cfg->mqtt, st, &in)) < 0) {
+    if ((rc = ingest_start(&cfg->mqtt, &cfg->ingest, st, &in)) < 0) {
         log_warnx("mqtt: cannot start: %s", strerror(-rc));
         goto done;
     }

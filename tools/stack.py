@@ -250,7 +250,7 @@ class Stack:
         return {
             "gateway": {"id": gw},
             "mqtt": {"host": "127.0.0.1", "port": self.broker_port, "prefix": self.prefix,
-                     "username": gw, "password": self.users[gw]},
+                     "username": gw, "password": self.users[gw], "reconnect_max_s": 2},
             "queue": {"path": self.path(f"queue-{gw}.db")},
             "profiles_dir": os.path.join(self.src, "agent", "profiles"),
             "buses": buses,
