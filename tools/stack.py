@@ -45,6 +45,14 @@ def wait_for(cond, timeout, what, interval=0.05):
                        + (f" (last error: {last_exc})" if last_exc else ""))
 
 
+def test_failed(tc):
+    """Whether unittest test case tc has failed so far (usable in its cleanups)."""
+    result = getattr(getattr(tc, "_outcome", None), "result", None)
+    if result is None:
+        return False
+    return any(t is tc for t, _ in list(result.errors) + list(result.failures))
+
+
 class Proc:
     def __init__(self, name, argv, log_path, stdout=None, env=None):
         self.name = name
@@ -147,7 +155,7 @@ class Stack:
                     "log_type error\nlog_type warning\nlog_type notice\n"
                     "max_packet_size 8388608\n")
         self._start("mosquitto", [MOSQUITTO, "-c", conf])
-        wait_for(lambda: self._port_open(self.broker_port), 10, "mosquitto to listen")
+        wait_for(lambda: self._port_open(self.broker_port), 30, "mosquitto to listen")
 
     def stop_broker(self):
         p = self.procs.pop("mosquitto", None)
@@ -158,7 +166,7 @@ class Stack:
         self.stop_broker()
         conf = self.path("mosquitto.conf")
         self._start("mosquitto", [MOSQUITTO, "-c", conf])
-        wait_for(lambda: self._port_open(self.broker_port), 10, "mosquitto to listen")
+        wait_for(lambda: self._port_open(self.broker_port), 30, "mosquitto to listen")
 
     @staticmethod
     def _port_open(port):
@@ -198,7 +206,7 @@ class Stack:
                     self.pty = line.split()[1]
             return True
 
-        wait_for(ready, 10, "meter-sim to be ready")
+        wait_for(ready, 30, "meter-sim to be ready")
 
     # -- cloud --------------------------------------------------------------------
     def cloud_config(self):
@@ -229,7 +237,7 @@ class Stack:
                 self.http_port = int(f.read().strip())
             return self.get("/healthz")[0] == 200
 
-        wait_for(listening, 15, "meter-cloud to answer /healthz")
+        wait_for(listening, 30, "meter-cloud to answer /healthz")
 
     def stop_cloud(self, sig=signal.SIGTERM):
         p = self.procs.pop("meter-cloud", None)
@@ -295,6 +303,20 @@ class Stack:
             codes[name] = self.procs[name].stop()
         self.procs.clear()
         return codes
+
+    def remove(self):
+        """Deletes the run folder (call after stop(), when the test passed)."""
+        import shutil
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def finish(self, tc):
+        """Stops everything; prints the logs if test case tc failed, else removes the run
+        folder. For addCleanup()."""
+        self.stop()
+        if test_failed(tc):
+            print(self.logs(40), file=sys.stderr)
+        else:
+            self.remove()
 
     def logs(self, n=30):
         out = []

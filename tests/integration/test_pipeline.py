@@ -42,15 +42,7 @@ class Pipeline(unittest.TestCase):
     def setUp(self):
         load_profiles()
         self.st = stack.Stack(BUILD)
-        self.addCleanup(self.cleanup)
-
-    def cleanup(self):
-        self.st.stop()
-        if self._outcome_failed():
-            print(self.st.logs(), file=sys.stderr)
-
-    def _outcome_failed(self):
-        return not getattr(getattr(self, "_outcome", None), "success", True)
+        self.addCleanup(self.st.finish, self)
 
     def test_readings_arrive_exactly(self):
         st = self.st
