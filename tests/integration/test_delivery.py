@@ -232,12 +232,14 @@ class Delivery(unittest.TestCase):
         stack.wait_for(lambda: self.stream_info_any(), 30, "readings in the cloud")
         st.stop_broker()  # readings must stay on the gateway now
         filler = os.path.join(mnt, "filler")
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-            except OSError:
-                pass
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:  # unbuffered: ENOSPC shows up here, not in a later flush
+            while True:
+                os.write(fd, b"\0" * 65536)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
         before = self.agent_next_seq_hint()
         stack.wait_for(lambda: self.agent_next_seq_hint() > before + 100, 60,
                        "polling to go on with a full disk")
