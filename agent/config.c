@@ -34,8 +34,11 @@ static void cerr(struct chk *c, const char *path, const char *key, const char *f
     va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
-    snprintf(msg, sizeof(msg), "%s: %s%s%s: %s", c->origin, path, (*path && key) ? "." : "",
-             key ? key : "", what);
+    if (!*path && !key)
+        snprintf(msg, sizeof(msg), "%s: %s", c->origin, what);
+    else
+        snprintf(msg, sizeof(msg), "%s: %s%s%s: %s", c->origin, path, (*path && key) ? "." : "",
+                 key ? key : "", what);
     c->nerr++;
     if (c->report)
         c->report(c->arg, msg);
@@ -57,8 +60,8 @@ static void check_keys(struct chk *c, const cJSON *obj, const char *path,
 }
 
 /* String member: absent -> def (NULL def = required). JSON null counts as absent. */
-static void get_str(struct chk *c, const cJSON *obj, const char *path, const char *key,
-                    char *dst, size_t len, const char *def)
+static void get_str(struct chk *c, const cJSON *obj, const char *path, const char *key, char *dst,
+                    size_t len, const char *def)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
 
@@ -80,8 +83,8 @@ static void get_str(struct chk *c, const cJSON *obj, const char *path, const cha
     snprintf(dst, len, "%s", it->valuestring);
 }
 
-static void get_id(struct chk *c, const cJSON *obj, const char *path, const char *key,
-                   char *dst, const char *def)
+static void get_id(struct chk *c, const cJSON *obj, const char *path, const char *key, char *dst,
+                   const char *def)
 {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
     get_str(c, obj, path, key, dst, WIRE_ID_MAX, def);
@@ -111,6 +114,39 @@ static long get_int(struct chk *c, const cJSON *obj, const char *path, const cha
     return (long)it->valuedouble;
 }
 
+/* Number member in (lo, hi] (lo excluded: ratios must be > 0); absent -> def. */
+static double get_ratio(struct chk *c, const cJSON *obj, const char *path, const char *key,
+                        double lo, double hi, double def)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    if (!it || cJSON_IsNull(it))
+        return def;
+    if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) {
+        cerr(c, path, key, "must be a number");
+        return def;
+    }
+    if (!(it->valuedouble > lo) || it->valuedouble > hi) {
+        cerr(c, path, key, "%g is out of range (above %g, at most %g)", it->valuedouble, lo, hi);
+        return def;
+    }
+    return it->valuedouble;
+}
+
+/* Boolean member; absent -> def. */
+static bool get_bool(struct chk *c, const cJSON *obj, const char *path, const char *key, bool def)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    if (!it || cJSON_IsNull(it))
+        return def;
+    if (!cJSON_IsBool(it)) {
+        cerr(c, path, key, "must be true or false");
+        return def;
+    }
+    return cJSON_IsTrue(it);
+}
+
 static int standard_baud(long b)
 {
     static const long rates[] = {1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400};
@@ -122,10 +158,9 @@ static int standard_baud(long b)
 
 static void parse_bus(struct chk *c, const cJSON *o, const char *path, struct bus_cfg *b)
 {
-    static const char *const keys[] = {"name",      "type",      "host",       "port",
-                                       "device",    "baud",      "parity",     "data_bits",
-                                       "stop_bits", "timeout_ms", "retries", "frame_delay_ms",
-                                       NULL};
+    static const char *const keys[] = {
+        "name",      "type",      "host",       "port",    "device",         "baud", "parity",
+        "data_bits", "stop_bits", "timeout_ms", "retries", "frame_delay_ms", NULL};
     char type[16] = "", parity[4] = "N";
     const cJSON *it;
 
@@ -150,9 +185,9 @@ static void parse_bus(struct chk *c, const cJSON *o, const char *path, struct bu
         get_str(c, o, path, "device", b->device, sizeof(b->device), NULL);
         b->baud = (int)get_int(c, o, path, "baud", 300, 4000000, 9600, 0);
         if ((it = cJSON_GetObjectItemCaseSensitive(o, "baud")) && cJSON_IsNumber(it) &&
+            it->valuedouble >= 300 && it->valuedouble <= 4000000 &&
             !standard_baud((long)it->valuedouble))
-            cerr(c, path, "baud", "%.0f is not a standard rate (1200 .. 230400)",
-                 it->valuedouble);
+            cerr(c, path, "baud", "%.0f is not a standard rate (1200 .. 230400)", it->valuedouble);
         get_str(c, o, path, "parity", parity, sizeof(parity), "N");
         if (strcmp(parity, "N") && strcmp(parity, "E") && strcmp(parity, "O"))
             cerr(c, path, "parity", "\"%s\" must be \"N\", \"E\" or \"O\"", parity);
@@ -169,7 +204,8 @@ static void parse_bus(struct chk *c, const cJSON *o, const char *path, struct bu
 static void parse_meter(struct chk *c, const cJSON *o, const char *path, struct agent_cfg *cfg,
                         struct meter_cfg *m)
 {
-    static const char *const keys[] = {"id", "bus", "unit", "profile", "interval_ms", NULL};
+    static const char *const keys[] = {"id",          "bus", "unit", "profile",
+                                       "interval_ms", "ct",  "pt",   NULL};
     char bus[WIRE_ID_MAX] = "", prof[PROFILE_NAME_MAX] = "";
 
     if (!cJSON_IsObject(o)) {
@@ -182,6 +218,8 @@ static void parse_meter(struct chk *c, const cJSON *o, const char *path, struct 
     m->unit = (int)get_int(c, o, path, "unit", 1, 247, 1, 1);
     get_str(c, o, path, "profile", prof, sizeof(prof), NULL);
     m->interval_ms = (int)get_int(c, o, path, "interval_ms", 100, 86400000, 10000, 0);
+    m->ct = get_ratio(c, o, path, "ct", 0, 1000000, 1);
+    m->pt = get_ratio(c, o, path, "pt", 0, 1000000, 1);
     m->bus = -1;
     for (int i = 0; bus[0] && i < cfg->nbuses; i++)
         if (strcmp(cfg->buses[i].name, bus) == 0)
@@ -199,16 +237,17 @@ static void parse_meter(struct chk *c, const cJSON *o, const char *path, struct 
 int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg *cfg,
               cfg_report_fn report, void *arg)
 {
-    static const char *const top_keys[] = {"gateway", "board", "mqtt",   "queue",  "uplink",
-                                           "health",  "profiles_dir", "buses", "meters", NULL};
+    static const char *const top_keys[] = {
+        "gateway",      "board",         "mqtt",  "queue",  "uplink", "health",
+        "profiles_dir", "homeassistant", "buses", "meters", NULL};
+    static const char *const ha_keys[] = {"enabled", "prefix", NULL};
     static const char *const gw_keys[] = {"id", NULL};
     static const char *const mqtt_keys[] = {"host",     "port",      "prefix",          "username",
                                             "password", "keepalive", "reconnect_max_s", NULL};
-    static const char *const queue_keys[] = {"path",      "durability", "max_rows", "max_bytes",
-                                             "max_age_s", "mem_max",    "spill_ms", "spill_rows",
-                                             NULL};
-    static const char *const uplink_keys[] = {"batch_max", "inflight_max", "ack_timeout_ms",
-                                              NULL};
+    static const char *const queue_keys[] = {"path",      "durability", "max_rows",
+                                             "max_bytes", "max_age_s",  "mem_max",
+                                             "spill_ms",  "spill_rows", NULL};
+    static const char *const uplink_keys[] = {"batch_max", "inflight_max", "ack_timeout_ms", NULL};
     static const char *const health_keys[] = {"interval_ms", NULL};
     char durability[16] = "";
     struct chk c = {origin, report, arg, 0};
@@ -284,8 +323,8 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     cfg->queue.max_rows = get_int(&c, o, "queue", "max_rows", 100, 100000000, 1000000, 0);
     cfg->queue.max_bytes =
         (int64_t)get_int(&c, o, "queue", "max_bytes", 0, 1L << 40, 0, 0); /* 0: no bound */
-    cfg->queue.max_age_ms = (int64_t)get_int(&c, o, "queue", "max_age_s", 0, 10L * 366 * 86400,
-                                             0, 0) * 1000;
+    cfg->queue.max_age_ms =
+        (int64_t)get_int(&c, o, "queue", "max_age_s", 0, 10L * 366 * 86400, 0, 0) * 1000;
     cfg->queue.mem_max = get_int(&c, o, "queue", "mem_max", 100, 10000000, 20000, 0);
     cfg->queue.spill_ms = (int64_t)get_int(&c, o, "queue", "spill_ms", 0, 3600000, 10000, 0);
     cfg->queue.spill_rows = get_int(&c, o, "queue", "spill_rows", 0, 10000000, 2000, 0);
@@ -311,11 +350,19 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     if (!cJSON_IsObject(o))
         o = &empty_obj;
     check_keys(&c, o, "health", health_keys);
-    cfg->health_interval_ms =
-        (int)get_int(&c, o, "health", "interval_ms", 0, 86400000, 60000, 0);
+    cfg->health_interval_ms = (int)get_int(&c, o, "health", "interval_ms", 0, 86400000, 60000, 0);
     if (cfg->health_interval_ms > 0 && cfg->health_interval_ms < 1000)
         cerr(&c, "health", "interval_ms", "%d is too short (at least 1000, or 0 for none)",
              cfg->health_interval_ms);
+
+    o = cJSON_GetObjectItemCaseSensitive(root, "homeassistant");
+    if (o && !cJSON_IsObject(o))
+        cerr(&c, "", "homeassistant", "must be an object");
+    if (!cJSON_IsObject(o))
+        o = &empty_obj;
+    check_keys(&c, o, "homeassistant", ha_keys);
+    cfg->ha_enabled = get_bool(&c, o, "homeassistant", "enabled", false);
+    get_id(&c, o, "homeassistant", "prefix", cfg->ha_prefix, "homeassistant");
 
     get_str(&c, root, "", "profiles_dir", cfg->profiles_dir, sizeof(cfg->profiles_dir),
             profile_default_dir());
@@ -410,4 +457,155 @@ int cfg_load(const char *path, struct agent_cfg *cfg, cfg_report_fn report, void
 void cfg_free(struct agent_cfg *cfg)
 {
     profile_set_free(&cfg->profiles);
+}
+
+/* --- writing a configuration back ----------------------------------------------------- */
+
+static void add_num(cJSON *o, const char *key, double v, int *fail)
+{
+    if (!cJSON_AddNumberToObject(o, key, v))
+        *fail = 1;
+}
+
+static void add_str(cJSON *o, const char *key, const char *v, int *fail)
+{
+    if (!cJSON_AddStringToObject(o, key, v))
+        *fail = 1;
+}
+
+static cJSON *add_obj(cJSON *o, const char *key, int *fail)
+{
+    cJSON *it = cJSON_AddObjectToObject(o, key);
+    if (!it)
+        *fail = 1;
+    return it ? it : o; /* on failure keep going into o; the result is dropped anyway */
+}
+
+cJSON *cfg_to_json(const struct agent_cfg *cfg, bool hide_password)
+{
+    cJSON *root = cJSON_CreateObject(), *o, *arr;
+    char parity[2] = "N";
+    int fail = !root;
+
+    if (fail)
+        return NULL;
+    o = add_obj(root, "gateway", &fail);
+    add_str(o, "id", cfg->gateway_id, &fail);
+    add_str(root, "board", cfg->board, &fail);
+
+    o = add_obj(root, "mqtt", &fail);
+    add_str(o, "host", cfg->mqtt_host, &fail);
+    add_num(o, "port", cfg->mqtt_port, &fail);
+    add_str(o, "prefix", cfg->mqtt_prefix, &fail);
+    if (cfg->mqtt_username[0])
+        add_str(o, "username", cfg->mqtt_username, &fail);
+    if (cfg->mqtt_password[0])
+        add_str(o, "password", hide_password ? CFG_HIDDEN_PASSWORD : cfg->mqtt_password, &fail);
+    add_num(o, "keepalive", cfg->mqtt_keepalive, &fail);
+    add_num(o, "reconnect_max_s", cfg->mqtt_reconnect_max_s, &fail);
+
+    o = add_obj(root, "queue", &fail);
+    add_str(o, "path", cfg->queue_path, &fail);
+    add_str(o, "durability", cfg->queue.memory_first ? "memory-first" : "durable", &fail);
+    add_num(o, "max_rows", (double)cfg->queue.max_rows, &fail);
+    add_num(o, "max_bytes", (double)cfg->queue.max_bytes, &fail);
+    add_num(o, "max_age_s", (double)(cfg->queue.max_age_ms / 1000), &fail);
+    add_num(o, "mem_max", (double)cfg->queue.mem_max, &fail);
+    add_num(o, "spill_ms", (double)cfg->queue.spill_ms, &fail);
+    add_num(o, "spill_rows", (double)cfg->queue.spill_rows, &fail);
+
+    o = add_obj(root, "uplink", &fail);
+    add_num(o, "batch_max", cfg->batch_max, &fail);
+    add_num(o, "inflight_max", cfg->inflight_max, &fail);
+    add_num(o, "ack_timeout_ms", cfg->ack_timeout_ms, &fail);
+
+    o = add_obj(root, "health", &fail);
+    add_num(o, "interval_ms", cfg->health_interval_ms, &fail);
+
+    o = add_obj(root, "homeassistant", &fail);
+    if (!cJSON_AddBoolToObject(o, "enabled", cfg->ha_enabled))
+        fail = 1;
+    add_str(o, "prefix", cfg->ha_prefix, &fail);
+
+    add_str(root, "profiles_dir", cfg->profiles_dir, &fail);
+
+    arr = cJSON_AddArrayToObject(root, "buses");
+    for (int i = 0; arr && i < cfg->nbuses; i++) {
+        const struct bus_cfg *b = &cfg->buses[i];
+        cJSON *it = cJSON_CreateObject();
+        if (!it || !cJSON_AddItemToArray(arr, it)) {
+            cJSON_Delete(it);
+            fail = 1;
+            break;
+        }
+        add_str(it, "name", b->name, &fail);
+        add_str(it, "type", b->kind == BUS_TCP ? "tcp" : "rtu", &fail);
+        if (b->kind == BUS_TCP) {
+            add_str(it, "host", b->host, &fail);
+            add_num(it, "port", b->port, &fail);
+        } else {
+            add_str(it, "device", b->device, &fail);
+            add_num(it, "baud", b->baud, &fail);
+            parity[0] = b->parity;
+            add_str(it, "parity", parity, &fail);
+            add_num(it, "data_bits", b->data_bits, &fail);
+            add_num(it, "stop_bits", b->stop_bits, &fail);
+        }
+        add_num(it, "timeout_ms", b->timeout_ms, &fail);
+        add_num(it, "retries", b->retries, &fail);
+        add_num(it, "frame_delay_ms", b->frame_delay_ms, &fail);
+    }
+    if (!arr)
+        fail = 1;
+
+    arr = cJSON_AddArrayToObject(root, "meters");
+    for (int i = 0; arr && i < cfg->nmeters; i++) {
+        const struct meter_cfg *m = &cfg->meters[i];
+        cJSON *it = cJSON_CreateObject();
+        if (!it || !cJSON_AddItemToArray(arr, it)) {
+            cJSON_Delete(it);
+            fail = 1;
+            break;
+        }
+        add_str(it, "id", m->id, &fail);
+        add_str(it, "bus", m->bus >= 0 ? cfg->buses[m->bus].name : "", &fail);
+        add_num(it, "unit", m->unit, &fail);
+        add_str(it, "profile", m->profile ? m->profile->model : "", &fail);
+        add_num(it, "interval_ms", m->interval_ms, &fail);
+        add_num(it, "ct", m->ct, &fail);
+        add_num(it, "pt", m->pt, &fail);
+    }
+    if (!arr)
+        fail = 1;
+    if (fail) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+bool cfg_mqtt_same(const struct agent_cfg *a, const struct agent_cfg *b)
+{
+    return strcmp(a->gateway_id, b->gateway_id) == 0 && strcmp(a->mqtt_host, b->mqtt_host) == 0 &&
+           a->mqtt_port == b->mqtt_port && strcmp(a->mqtt_prefix, b->mqtt_prefix) == 0 &&
+           strcmp(a->mqtt_username, b->mqtt_username) == 0 &&
+           strcmp(a->mqtt_password, b->mqtt_password) == 0 &&
+           a->mqtt_keepalive == b->mqtt_keepalive &&
+           a->mqtt_reconnect_max_s == b->mqtt_reconnect_max_s;
+}
+
+int cfg_bus_find(const struct agent_cfg *cfg, const char *name)
+{
+    for (int i = 0; i < cfg->nbuses; i++)
+        if (strcmp(cfg->buses[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+int cfg_meter_find(const struct agent_cfg *cfg, const char *id)
+{
+    for (int i = 0; i < cfg->nmeters; i++)
+        if (strcmp(cfg->meters[i].id, id) == 0)
+            return i;
+    return -1;
 }

@@ -45,6 +45,8 @@ struct meter_cfg {
     int unit;
     const struct profile *profile; /* points into cfg.profiles */
     int interval_ms;
+    double ct; /* current transformer ratio (1: direct), for profiles with "multiply" */
+    double pt; /* voltage transformer ratio (1: direct) */
 };
 
 struct agent_cfg {
@@ -64,6 +66,8 @@ struct agent_cfg {
     int ack_timeout_ms;     /* resend what the cloud has not confirmed after this */
     int health_interval_ms; /* 0: no health messages */
     char profiles_dir[CFG_STR_MAX];
+    bool ha_enabled;             /* Home Assistant MQTT discovery */
+    char ha_prefix[WIRE_ID_MAX]; /* its discovery prefix, "homeassistant" */
     int nbuses;
     struct bus_cfg buses[CFG_MAX_BUSES];
     int nmeters;
@@ -80,5 +84,22 @@ int cfg_load(const char *path, struct agent_cfg *cfg, cfg_report_fn report, void
 int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg *cfg,
               cfg_report_fn report, void *arg);
 void cfg_free(struct agent_cfg *cfg);
+
+/* The configuration as a JSON document that cfg_parse() accepts and that gives the same
+ * configuration: every key with its effective value (defaults filled in). With
+ * hide_password the MQTT password is written as CFG_HIDDEN_PASSWORD. Returns a cJSON object
+ * the caller frees with cJSON_Delete(), or NULL when out of memory. */
+#define CFG_HIDDEN_PASSWORD "***"
+struct cJSON;
+struct cJSON *cfg_to_json(const struct agent_cfg *cfg, bool hide_password);
+
+/* True when a and b connect to the broker the same way (host, port, account, keepalive,
+ * reconnect backoff, prefix and gateway id): a reload between them keeps the connection. */
+bool cfg_mqtt_same(const struct agent_cfg *a, const struct agent_cfg *b);
+
+/* Index of the bus called name, or -1. */
+int cfg_bus_find(const struct agent_cfg *cfg, const char *name);
+/* Index of the meter called id, or -1. */
+int cfg_meter_find(const struct agent_cfg *cfg, const char *id);
 
 #endif

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <mosquitto.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,12 +19,15 @@
 #define LOSS_RETRY_MS 10000
 #define HEALTH_MAX 65536
 #define UPLINK_DRAIN_MS 3000 /* a clean stop waits this long for the last acks */
+#define TOPIC_MAX 256
 
 struct uplink {
     const struct agent_cfg *cfg;
     queue_t *q;
     uplink_health_fn health_fn;
+    uplink_cmd_fn cmd_fn;
     void *health_arg;
+    atomic_int maintenance;
     struct mosquitto *mosq;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -34,20 +38,214 @@ struct uplink {
      * published from live on, alternating with the backlog up to live_start. */
     uint64_t head, live_start, live;
     int live_mode, turn_live;
-    uint64_t acked;          /* the cloud's upto for our stream */
-    int64_t progress_ms;     /* mono time the cloud last confirmed something new */
-    int64_t rewind_ms;       /* mono time of the last resend */
+    uint64_t acked;      /* the cloud's upto for our stream */
+    int64_t progress_ms; /* mono time the cloud last confirmed something new */
+    int64_t rewind_ms;   /* mono time of the last resend */
     int64_t loss_pub_ms, health_ms, started_ms;
     int ninflight;
     int inflight[INFLIGHT_CAP]; /* mids awaiting PUBACK */
-    char t_readings[160], t_status[160], t_ack[160], t_loss[160], t_health[160];
+    char t_readings[TOPIC_MAX], t_status[TOPIC_MAX], t_ack[TOPIC_MAX], t_loss[TOPIC_MAX],
+        t_health[TOPIC_MAX], t_cmd[TOPIC_MAX], t_reply[TOPIC_MAX];
     struct uplink_stats stats;
 };
 
-static void status_payload(char *buf, size_t len, const char *state)
+static void status_payload(const uplink_t *u, char *buf, size_t len, const char *state)
 {
-    snprintf(buf, len, "{\"state\":\"%s\",\"ts\":%lld,\"version\":\"%s\"}", state,
-             (long long)now_ms(), MLK_VERSION);
+    snprintf(buf, len, "{\"state\":\"%s\",\"ts\":%lld,\"version\":\"%s\",\"maintenance\":%s}",
+             state, (long long)now_ms(), MLK_VERSION,
+             atomic_load(&u->maintenance) ? "true" : "false");
+}
+
+/* --- Home Assistant discovery ----------------------------------------------------------- */
+
+/* Home Assistant's node and object ids take [A-Za-z0-9_-]: our ids may also have '.'. */
+static void ha_id(const char *in, char *out, size_t len)
+{
+    size_t i;
+    for (i = 0; in[i] && i + 1 < len; i++) {
+        char ch = in[i];
+        out[i] = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                         ch == '-' || ch == '_'
+                     ? ch
+                     : '_';
+    }
+    out[i] = '\0';
+}
+
+static int ha_topic(const struct agent_cfg *cfg, const struct meter_cfg *m, int qty, char *buf,
+                    size_t len)
+{
+    char gw[WIRE_ID_MAX], meter[WIRE_ID_MAX];
+    int n;
+
+    ha_id(cfg->gateway_id, gw, sizeof(gw));
+    ha_id(m->id, meter, sizeof(meter));
+    n = snprintf(buf, len, "%s/sensor/%s/%s_%s/config", cfg->ha_prefix, gw, meter,
+                 qty_at(qty)->name);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+struct ha_class {
+    const char *device_class; /* NULL: none */
+    const char *state_class;
+    const char *unit; /* NULL: none */
+};
+
+static struct ha_class ha_class_of(int qty)
+{
+    const struct quantity *q = qty_at(qty);
+    struct ha_class c = {NULL, "measurement", q->unit};
+
+    if (q->kind == QTY_COUNTER) {
+        c.device_class = "energy";
+        c.state_class = "total_increasing";
+    } else if (q->kind == QTY_BALANCE) {
+        c.state_class = "total";
+        c.unit = NULL; /* the meter's currency is not known */
+    } else if (strcmp(q->name, "power_factor") == 0) {
+        c.device_class = "power_factor";
+        c.unit = NULL; /* a ratio; Home Assistant knows "%" or none */
+    } else if (strcmp(q->name, "reactive_power") == 0) {
+        c.device_class = "reactive_power";
+    } else if (strcmp(q->name, "apparent_power") == 0) {
+        c.device_class = "apparent_power";
+    } else if (strncmp(q->name, "power", 5) == 0) {
+        c.device_class = "power";
+    } else if (strncmp(q->name, "voltage", 7) == 0) {
+        c.device_class = "voltage";
+    } else if (strncmp(q->name, "current", 7) == 0) {
+        c.device_class = "current";
+    } else if (strcmp(q->name, "frequency") == 0) {
+        c.device_class = "frequency";
+    }
+    return c;
+}
+
+/* "energy_import" -> "Energy import", "voltage_l1" -> "Voltage L1". */
+static void ha_name(const char *qty, char *buf, size_t len)
+{
+    size_t i;
+    for (i = 0; qty[i] && i + 1 < len; i++) {
+        char ch = qty[i] == '_' ? ' ' : qty[i];
+        if (i == 0 || (qty[i - 1] == '_' && ch == 'l' && qty[i + 1] >= '1' && qty[i + 1] <= '3'))
+            ch = (char)(ch - 'a' + 'A');
+        buf[i] = ch;
+    }
+    buf[i] = '\0';
+}
+
+/* The discovery config of quantity qty of meter m (a malloc'd string, or NULL). */
+static char *ha_payload(const struct agent_cfg *cfg, const struct meter_cfg *m, int qty)
+{
+    struct ha_class c = ha_class_of(qty);
+    char gw[WIRE_ID_MAX], meter[WIRE_ID_MAX], buf[TOPIC_MAX + 64], name[64];
+    cJSON *o = cJSON_CreateObject(), *dev, *av, *a;
+    char *out = NULL;
+
+    if (!o)
+        return NULL;
+    ha_id(cfg->gateway_id, gw, sizeof(gw));
+    ha_id(m->id, meter, sizeof(meter));
+    ha_name(qty_at(qty)->name, name, sizeof(name));
+    cJSON_AddStringToObject(o, "name", name);
+    snprintf(buf, sizeof(buf), "meterlink_%s_%s_%s", gw, meter, qty_at(qty)->name);
+    cJSON_AddStringToObject(o, "unique_id", buf);
+    snprintf(buf, sizeof(buf), "%s_%s", meter, qty_at(qty)->name);
+    cJSON_AddStringToObject(o, "object_id", buf);
+    snprintf(buf, sizeof(buf), "%s/%s/state/%s", cfg->mqtt_prefix, cfg->gateway_id, m->id);
+    cJSON_AddStringToObject(o, "state_topic", buf);
+    snprintf(buf, sizeof(buf), "{{ value_json.%s }}", qty_at(qty)->name);
+    cJSON_AddStringToObject(o, "value_template", buf);
+    if (c.unit)
+        cJSON_AddStringToObject(o, "unit_of_measurement", c.unit);
+    if (c.device_class)
+        cJSON_AddStringToObject(o, "device_class", c.device_class);
+    cJSON_AddStringToObject(o, "state_class", c.state_class);
+    /* Available while the gateway is online and the meter answers. */
+    av = cJSON_AddArrayToObject(o, "availability");
+    if (av && (a = cJSON_CreateObject())) {
+        snprintf(buf, sizeof(buf), "%s/%s/status", cfg->mqtt_prefix, cfg->gateway_id);
+        cJSON_AddStringToObject(a, "topic", buf);
+        cJSON_AddStringToObject(a, "value_template", "{{ value_json.state }}");
+        cJSON_AddItemToArray(av, a);
+    }
+    if (av && (a = cJSON_CreateObject())) {
+        snprintf(buf, sizeof(buf), "%s/%s/state/%s", cfg->mqtt_prefix, cfg->gateway_id, m->id);
+        cJSON_AddStringToObject(a, "topic", buf);
+        cJSON_AddStringToObject(a, "value_template",
+                                "{{ 'online' if value_json.online else 'offline' }}");
+        cJSON_AddItemToArray(av, a);
+    }
+    cJSON_AddStringToObject(o, "availability_mode", "all");
+    if ((dev = cJSON_AddObjectToObject(o, "device"))) {
+        cJSON *ids = cJSON_AddArrayToObject(dev, "identifiers");
+        snprintf(buf, sizeof(buf), "meterlink_%s_%s", gw, meter);
+        if (ids)
+            cJSON_AddItemToArray(ids, cJSON_CreateString(buf));
+        cJSON_AddStringToObject(dev, "name", m->id);
+        cJSON_AddStringToObject(dev, "model", m->profile->name);
+        cJSON_AddStringToObject(dev, "manufacturer", "Meterlink");
+        snprintf(buf, sizeof(buf), "meterlink_%s", gw);
+        cJSON_AddStringToObject(dev, "via_device", buf);
+    }
+    out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return out;
+}
+
+static bool profile_has_qty(const struct profile *p, int qty)
+{
+    for (int i = 0; i < p->nregs; i++)
+        if (p->regs[i].qty == qty)
+            return true;
+    return false;
+}
+
+/* Publishes every discovery config of cfg (retained). Called with u->mu held. */
+static void ha_publish_all(uplink_t *u, const struct agent_cfg *cfg)
+{
+    char topic[TOPIC_MAX];
+    int n = 0;
+
+    if (!cfg->ha_enabled)
+        return;
+    for (int i = 0; i < cfg->nmeters; i++) {
+        const struct meter_cfg *m = &cfg->meters[i];
+        for (int q = 0; q < qty_count(); q++) {
+            char *payload;
+            if (!profile_has_qty(m->profile, q) || ha_topic(cfg, m, q, topic, sizeof(topic)) < 0)
+                continue;
+            if (!(payload = ha_payload(cfg, m, q)))
+                continue;
+            mosquitto_publish(u->mosq, NULL, topic, (int)strlen(payload), payload, 1, true);
+            free(payload);
+            n++;
+        }
+    }
+    log_debug("uplink: %d Home Assistant discovery configs published", n);
+}
+
+/* Removes (an empty retained message) the discovery configs of old that next does not
+ * have. Called with u->mu held. */
+static void ha_remove_missing(uplink_t *u, const struct agent_cfg *old,
+                              const struct agent_cfg *next)
+{
+    char topic[TOPIC_MAX], t2[TOPIC_MAX];
+
+    if (!old->ha_enabled)
+        return;
+    for (int i = 0; i < old->nmeters; i++) {
+        const struct meter_cfg *m = &old->meters[i];
+        int j = next && next->ha_enabled ? cfg_meter_find(next, m->id) : -1;
+        for (int q = 0; q < qty_count(); q++) {
+            if (!profile_has_qty(m->profile, q) || ha_topic(old, m, q, topic, sizeof(topic)) < 0)
+                continue;
+            if (j >= 0 && profile_has_qty(next->meters[j].profile, q) &&
+                ha_topic(next, &next->meters[j], q, t2, sizeof(t2)) == 0 && strcmp(topic, t2) == 0)
+                continue;
+            mosquitto_publish(u->mosq, NULL, topic, 0, NULL, 1, true);
+        }
+    }
 }
 
 static int holdoff_ms(const uplink_t *u)
@@ -59,17 +257,19 @@ static int holdoff_ms(const uplink_t *u)
 static void on_connect(struct mosquitto *mosq, void *arg, int rc)
 {
     uplink_t *u = arg;
-    char payload[160];
+    char payload[200];
 
     if (rc != 0) {
         log_warnx("uplink: broker refused the connection: %s", mosquitto_connack_string(rc));
         return;
     }
+    pthread_mutex_lock(&u->mu);
     log_info("uplink: connected to %s:%d", u->cfg->mqtt_host, u->cfg->mqtt_port);
     mosquitto_subscribe(mosq, NULL, u->t_ack, 1);
-    status_payload(payload, sizeof(payload), "online");
+    mosquitto_subscribe(mosq, NULL, u->t_cmd, 1);
+    status_payload(u, payload, sizeof(payload), "online");
     mosquitto_publish(mosq, NULL, u->t_status, (int)strlen(payload), payload, 1, true);
-    pthread_mutex_lock(&u->mu);
+    ha_publish_all(u, u->cfg);
     /* Start over from what the cloud confirmed: what was in flight is sent again. */
     u->connected = 1;
     {
@@ -120,8 +320,7 @@ static void on_publish(struct mosquitto *mosq, void *arg, int mid)
 static int json_u64(const cJSON *it, double lo, double hi, uint64_t *out)
 {
     if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) ||
-        it->valuedouble != floor(it->valuedouble) || it->valuedouble < lo ||
-        it->valuedouble > hi)
+        it->valuedouble != floor(it->valuedouble) || it->valuedouble < lo || it->valuedouble > hi)
         return -1;
     *out = (uint64_t)it->valuedouble;
     return 0;
@@ -171,7 +370,8 @@ static void on_ack(uplink_t *u, const char *payload, int len)
     uint64_t upto;
     struct queue_stats qs;
 
-    if (len <= 0 || len > ACK_MAX_PAYLOAD || !(root = cJSON_ParseWithLength(payload, (size_t)len))) {
+    if (len <= 0 || len > ACK_MAX_PAYLOAD ||
+        !(root = cJSON_ParseWithLength(payload, (size_t)len))) {
         log_warnx("uplink: ignoring an ack that is not JSON (%d bytes)", len);
         goto out;
     }
@@ -239,6 +439,9 @@ static void on_message(struct mosquitto *mosq, void *arg, const struct mosquitto
     uplink_t *u = arg;
     if (strcmp(m->topic, u->t_ack) == 0)
         on_ack(u, m->payload, m->payloadlen);
+    else if (strcmp(m->topic, u->t_cmd) == 0 && u->cmd_fn)
+        u->cmd_fn(u->health_arg, u, m->payload ? m->payload : "",
+                  m->payloadlen > 0 ? (size_t)m->payloadlen : 0);
 }
 
 /* Publishes one batch; returns 1 when published, 0 when there was nothing, -1 on error.
@@ -271,8 +474,9 @@ static void publish_some(uplink_t *u)
 {
     uint64_t newest = queue_next_seq(u->q) - 1;
 
-    if (!u->live_mode && newest > u->head &&
-        newest - u->head > 2 * (uint64_t)u->cfg->batch_max) {
+    if (atomic_load(&u->maintenance))
+        return; /* readings wait in the queue */
+    if (!u->live_mode && newest > u->head && newest - u->head > 2 * (uint64_t)u->cfg->batch_max) {
         /* A backlog: from now on alternate between the newest and the oldest. */
         u->live_mode = 1;
         u->live_start = newest - (uint64_t)u->cfg->batch_max;
@@ -354,31 +558,31 @@ static void publish_health(uplink_t *u)
     if (!buf)
         return;
     queue_get_stats(u->q, &qs);
-    n = snprintf(buf, HEALTH_MAX,
-                 "{\"v\":1,\"gw\":\"%s\",\"ts\":%lld,\"uptime_s\":%lld,\"version\":\"%s\","
-                 "\"stream\":\"%s\",\"queue\":{\"depth\":%ld,\"in_memory\":%ld,"
-                 "\"oldest_age_s\":%lld,\"bytes\":%lld,\"dropped\":%llu,\"disk_ok\":%s,"
-                 "\"losses_pending\":%d,\"commits\":%llu,\"pages_written\":%llu,"
-                 "\"pages_written_per_hour\":%.0f},"
-                 "\"uplink\":{\"connected\":%s,\"reconnects\":%llu,\"batches_sent\":%llu,"
-                 "\"readings_sent\":%llu,\"resends\":%llu,\"acked_upto\":%llu},\"meters\":",
-                 u->cfg->gateway_id, (long long)now, (long long)up_s, MLK_VERSION,
-                 queue_stream(u->q), qs.depth, qs.mem_depth,
-                 (long long)(qs.oldest_ts ? (now - qs.oldest_ts) / 1000 : 0),
-                 (long long)qs.bytes, (unsigned long long)qs.dropped,
-                 qs.disk_ok ? "true" : "false", qs.losses_pending,
-                 (unsigned long long)qs.commits, (unsigned long long)qs.pages_written,
-                 up_s > 0 ? (double)qs.pages_written * 3600.0 / (double)up_s : 0.0,
-                 u->connected ? "true" : "false", (unsigned long long)u->stats.reconnects,
-                 (unsigned long long)u->stats.batches_sent,
-                 (unsigned long long)u->stats.readings_sent,
-                 (unsigned long long)u->stats.resends, (unsigned long long)u->acked);
+    n = snprintf(
+        buf, HEALTH_MAX,
+        "{\"v\":1,\"gw\":\"%s\",\"ts\":%lld,\"uptime_s\":%lld,\"version\":\"%s\","
+        "\"stream\":\"%s\",\"maintenance\":%s,\"queue\":{\"depth\":%ld,\"in_memory\":%ld,"
+        "\"oldest_age_s\":%lld,\"bytes\":%lld,\"dropped\":%llu,\"disk_ok\":%s,"
+        "\"losses_pending\":%d,\"commits\":%llu,\"pages_written\":%llu,"
+        "\"pages_written_per_hour\":%.0f},"
+        "\"uplink\":{\"connected\":%s,\"reconnects\":%llu,\"batches_sent\":%llu,"
+        "\"readings_sent\":%llu,\"resends\":%llu,\"acked_upto\":%llu},",
+        u->cfg->gateway_id, (long long)now, (long long)up_s, MLK_VERSION, queue_stream(u->q),
+        atomic_load(&u->maintenance) ? "true" : "false", qs.depth, qs.mem_depth,
+        (long long)(qs.oldest_ts ? (now - qs.oldest_ts) / 1000 : 0), (long long)qs.bytes,
+        (unsigned long long)qs.dropped, qs.disk_ok ? "true" : "false", qs.losses_pending,
+        (unsigned long long)qs.commits, (unsigned long long)qs.pages_written,
+        up_s > 0 ? (double)qs.pages_written * 3600.0 / (double)up_s : 0.0,
+        u->connected ? "true" : "false", (unsigned long long)u->stats.reconnects,
+        (unsigned long long)u->stats.batches_sent, (unsigned long long)u->stats.readings_sent,
+        (unsigned long long)u->stats.resends, (unsigned long long)u->acked);
     if (n < 0 || n >= HEALTH_MAX - 3)
         goto out;
     m = u->health_fn ? u->health_fn(u->health_arg, buf + n, (size_t)(HEALTH_MAX - n - 2)) : -1;
     if (m < 0) {
-        memcpy(buf + n, "[]", 2);
-        m = 2;
+        static const char none[] = "\"buses\":[],\"meters\":[]";
+        memcpy(buf + n, none, sizeof(none) - 1);
+        m = (int)sizeof(none) - 1;
     }
     n += m;
     buf[n++] = '}';
@@ -399,7 +603,8 @@ static void *uplink_main(void *arg)
         queue_maintain(u->q);
         if (u->connected) {
             /* Nothing confirmed for too long while readings are out: send them again. */
-            if (u->head > u->acked && now - u->progress_ms > u->cfg->ack_timeout_ms) {
+            if (u->head > u->acked && now - u->progress_ms > u->cfg->ack_timeout_ms &&
+                !atomic_load(&u->maintenance)) {
                 log_info("uplink: no ack for %d ms; sending seq %llu.. again",
                          u->cfg->ack_timeout_ms, (unsigned long long)(u->acked + 1));
                 u->head = u->acked;
@@ -408,11 +613,12 @@ static void *uplink_main(void *arg)
                 u->stats.resends++;
             }
             publish_some(u);
-            if (now - u->loss_pub_ms >= LOSS_RETRY_MS) {
+            if (now - u->loss_pub_ms >= LOSS_RETRY_MS && !atomic_load(&u->maintenance)) {
                 publish_losses(u);
                 u->loss_pub_ms = now;
             }
-            if (u->cfg->health_interval_ms > 0 && now - u->health_ms >= u->cfg->health_interval_ms) {
+            if (u->cfg->health_interval_ms > 0 &&
+                now - u->health_ms >= u->cfg->health_interval_ms) {
                 publish_health(u);
                 u->health_ms = now;
             }
@@ -432,8 +638,8 @@ static void *uplink_main(void *arg)
     return NULL;
 }
 
-int uplink_start(const struct agent_cfg *cfg, queue_t *q, uplink_health_fn health, void *arg,
-                 uplink_t **out)
+int uplink_start(const struct agent_cfg *cfg, queue_t *q, const struct uplink_hooks *hooks,
+                 bool maintenance, uplink_t **out)
 {
     uplink_t *u = calloc(1, sizeof(*u));
     char client_id[96], will[160];
@@ -444,8 +650,10 @@ int uplink_start(const struct agent_cfg *cfg, queue_t *q, uplink_health_fn healt
         return -ENOMEM;
     u->cfg = cfg;
     u->q = q;
-    u->health_fn = health;
-    u->health_arg = arg;
+    u->health_fn = hooks ? hooks->health : NULL;
+    u->cmd_fn = hooks ? hooks->command : NULL;
+    u->health_arg = hooks ? hooks->arg : NULL;
+    atomic_init(&u->maintenance, maintenance);
     u->started_ms = mono_ms();
     u->health_ms = mono_ms() - cfg->health_interval_ms + 2000; /* first one soon after start */
     pthread_mutex_init(&u->mu, NULL);
@@ -455,6 +663,8 @@ int uplink_start(const struct agent_cfg *cfg, queue_t *q, uplink_health_fn healt
     snprintf(u->t_ack, sizeof(u->t_ack), "%s/%s/ack", p, g);
     snprintf(u->t_loss, sizeof(u->t_loss), "%s/%s/loss", p, g);
     snprintf(u->t_health, sizeof(u->t_health), "%s/%s/health", p, g);
+    snprintf(u->t_cmd, sizeof(u->t_cmd), "%s/%s/cmd", p, g);
+    snprintf(u->t_reply, sizeof(u->t_reply), "%s/%s/reply", p, g);
     snprintf(client_id, sizeof(client_id), "meter-agent-%s", g);
 
     mosquitto_lib_init();
@@ -519,7 +729,7 @@ void uplink_get_stats(uplink_t *u, struct uplink_stats *st)
 
 void uplink_stop(uplink_t *u)
 {
-    char payload[160];
+    char payload[200];
     int connected;
     int64_t drain_until = mono_ms() + UPLINK_DRAIN_MS;
 
@@ -538,7 +748,7 @@ void uplink_stop(uplink_t *u)
     pthread_join(u->thread, NULL);
     if (connected) {
         int64_t deadline = mono_ms() + 2000;
-        status_payload(payload, sizeof(payload), "offline");
+        status_payload(u, payload, sizeof(payload), "offline");
         mosquitto_publish(u->mosq, NULL, u->t_status, (int)strlen(payload), payload, 1, true);
         /* let the loop thread send what is queued before the disconnect */
         while (mono_ms() < deadline && mosquitto_want_write(u->mosq))
@@ -552,4 +762,75 @@ void uplink_stop(uplink_t *u)
     pthread_cond_destroy(&u->cv);
     pthread_mutex_destroy(&u->mu);
     free(u);
+}
+
+void uplink_reconfigure(uplink_t *u, const struct agent_cfg *cfg)
+{
+    pthread_mutex_lock(&u->mu);
+    if (u->connected)
+        ha_remove_missing(u, u->cfg, cfg);
+    u->cfg = cfg;
+    if (u->connected)
+        ha_publish_all(u, cfg);
+    u->woken = 1;
+    pthread_cond_signal(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+}
+
+void uplink_forget(uplink_t *u, const struct agent_cfg *next)
+{
+    pthread_mutex_lock(&u->mu);
+    if (u->connected)
+        ha_remove_missing(u, u->cfg, next);
+    pthread_mutex_unlock(&u->mu);
+}
+
+int uplink_reply(uplink_t *u, const char *payload, size_t len)
+{
+    int rc = mosquitto_publish(u->mosq, NULL, u->t_reply, (int)len, payload, 1, false);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        log_warnx("uplink: cannot publish a command reply: %s", mosquitto_strerror(rc));
+        return -EIO;
+    }
+    return 0;
+}
+
+void uplink_publish_state(uplink_t *u, const char *meter, const char *payload, size_t len)
+{
+    char topic[TOPIC_MAX];
+    int n;
+
+    if (atomic_load(&u->maintenance))
+        return;
+    /* prefix and gateway id are the same in every configuration this uplink runs */
+    n = snprintf(topic, sizeof(topic), "%.*s/state/%s",
+                 (int)(strlen(u->t_status) - strlen("/status")), u->t_status, meter);
+    if (n < 0 || (size_t)n >= sizeof(topic))
+        return;
+    mosquitto_publish(u->mosq, NULL, topic, (int)len, payload, 0, true);
+}
+
+void uplink_set_maintenance(uplink_t *u, bool on)
+{
+    char payload[200];
+
+    if (atomic_exchange(&u->maintenance, on) == (int)on)
+        return;
+    log_info("maintenance mode %s",
+             on ? "on: readings are queued, not published" : "off: publishing the queue");
+    pthread_mutex_lock(&u->mu);
+    if (u->connected) {
+        status_payload(u, payload, sizeof(payload), "online");
+        mosquitto_publish(u->mosq, NULL, u->t_status, (int)strlen(payload), payload, 1, true);
+    }
+    if (!on)
+        u->progress_ms = mono_ms(); /* the cloud had nothing to confirm meanwhile */
+    u->woken = 1;
+    pthread_cond_signal(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+}
+
+bool uplink_maintenance(uplink_t *u)
+{
+    return atomic_load(&u->maintenance);
 }

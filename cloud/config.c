@@ -94,15 +94,46 @@ static const struct opt opts[] = {
      "a port (0..65535; 0 picks a free one)"},
     {"http", "port_file", OPT_STR_NULL, STR_FIELD(http, port_file), 0, 0, check_no_ctl, false, NULL,
      0, "null or a file path"},
+    {"http", "web_root", OPT_STR_NULL, STR_FIELD(http, web_root), 0, 0, check_no_ctl, false, NULL,
+     0, "null or a folder path"},
+    {"http", "command_timeout_ms", OPT_INT, INT_FIELD(http, command_timeout_ms), 100, 120000, NULL,
+     false, NULL, 10000, "a time in ms (100..120000)"},
     {"store", "path", OPT_STR, STR_FIELD(store, path), 0, 0, check_no_ctl, false,
      "/var/lib/meterlink/cloud.db", 0, "a file path"},
     {"ingest", "gap_grace_ms", OPT_INT, INT_FIELD(ingest, gap_grace_ms), 100, 604800000, NULL,
      false, NULL, 300000, "a time in ms (100..604800000, 7 days)"},
+    {"auth", "pbkdf2_iterations", OPT_INT, INT_FIELD(auth, pbkdf2_iterations), 1000, 10000000, NULL,
+     false, NULL, 100000, "an iteration count (1000..10000000)"},
+    {"auth", "session_ttl_s", OPT_INT, INT_FIELD(auth, session_ttl_s), 1, 2592000, NULL, false,
+     NULL, 43200, "a time in s (1..2592000, 30 days)"},
+    {"auth", "login_max_failures", OPT_INT, INT_FIELD(auth, login_max_failures), 1, 1000, NULL,
+     false, NULL, 5, "a count (1..1000)"},
+    {"auth", "lockout_s", OPT_INT, INT_FIELD(auth, lockout_s), 1, 86400, NULL, false, NULL, 30,
+     "a time in s (1..86400)"},
+    {"auth", "lockout_max_s", OPT_INT, INT_FIELD(auth, lockout_max_s), 1, 86400, NULL, false, NULL,
+     900, "a time in s (1..86400)"},
+    {"rollup", "raw_days", OPT_INT, INT_FIELD(rollup, raw_days), 0, 36500, NULL, false, NULL, 60,
+     "a number of days (0..36500; 0: keep for ever)"},
+    {"rollup", "m5_days", OPT_INT, INT_FIELD(rollup, m5_days), 0, 36500, NULL, false, NULL, 180,
+     "a number of days (0..36500; 0: keep for ever)"},
+    {"rollup", "hour_days", OPT_INT, INT_FIELD(rollup, hour_days), 0, 36500, NULL, false, NULL, 0,
+     "a number of days (0..36500; 0: keep for ever)"},
+    {"rollup", "day_days", OPT_INT, INT_FIELD(rollup, day_days), 0, 36500, NULL, false, NULL, 0,
+     "a number of days (0..36500; 0: keep for ever)"},
+    {"rollup", "interval_s", OPT_INT, INT_FIELD(rollup, interval_s), 10, 86400, NULL, false, NULL,
+     3600, "a time in s (10..86400)"},
+    {"rollup", "gap_s", OPT_INT, INT_FIELD(rollup, gap_s), 1, 86400, NULL, false, NULL, 900,
+     "a time in s (1..86400)"},
+    {"rollup", "max_power_kw", OPT_INT, INT_FIELD(rollup, max_power_kw), 1, 1000000, NULL, false,
+     NULL, 1000, "a power in kW (1..1000000)"},
+    {"rollup", "kpi_cache_ms", OPT_INT, INT_FIELD(rollup, kpi_cache_ms), 0, 60000, NULL, false,
+     NULL, 1000, "a time in ms (0..60000; 0: off)"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
-static const char *const sections[] = {"mqtt", "http", "store", "ingest"};
+static const char *const sections[] = {"mqtt", "http",   "store",   "ingest",
+                                       "auth", "rollup", "registry"};
 
 struct ctx {
     const char *file;
@@ -214,6 +245,126 @@ static void parse_section(const char *sec, const cJSON *obj, struct cfg *c, stru
     }
 }
 
+/* ---- registry lists and rollup tiers -------------------------------------------------
+ * "registry" is not a flat section: {"regions": {"north": ["a1", "a2"], ...},
+ * "dwelling_types": ["flat", "house", ...]}. */
+
+static bool reg_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n >= CFG_REG_NAME_MAX)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '_' || *s == '.' || *s == '-'))
+            return false;
+    return true;
+}
+
+/* Copies the array of names v (at path) into out (max entries of CFG_REG_NAME_MAX). */
+static int reg_names(const cJSON *v, const char *path, char (*out)[CFG_REG_NAME_MAX], int max,
+                     struct ctx *x)
+{
+    const cJSON *e;
+    char shown[64];
+    int n = 0, i = 0;
+
+    if (!cJSON_IsArray(v)) {
+        show(v, shown, sizeof(shown));
+        err(x, "%s: %s is not an array of names", path, shown);
+        return 0;
+    }
+    cJSON_ArrayForEach(e, v)
+    {
+        bool dup = false;
+        if (!cJSON_IsString(e) || !reg_name_ok(e->valuestring)) {
+            show(e, shown, sizeof(shown));
+            err(x, "%s[%d]: %s is not a name (1..31 of [A-Za-z0-9_.-])", path, i, shown);
+        } else if (n == max) {
+            err(x, "%s: more than %d names", path, max);
+            break;
+        } else {
+            for (int k = 0; k < n; k++)
+                dup = dup || strcmp(out[k], e->valuestring) == 0;
+            if (dup)
+                err(x, "%s[%d]: \"%s\" is listed twice", path, i, e->valuestring);
+            else
+                snprintf(out[n++], CFG_REG_NAME_MAX, "%s", e->valuestring);
+        }
+        i++;
+    }
+    return n;
+}
+
+static void parse_registry(const cJSON *obj, struct cfg_registry *r, struct ctx *x)
+{
+    const cJSON *v, *reg;
+    char shown[64], path[96];
+
+    if (!cJSON_IsObject(obj)) {
+        show(obj, shown, sizeof(shown));
+        err(x, "registry: %s is not an object", shown);
+        return;
+    }
+    cJSON_ArrayForEach(v, obj)
+    {
+        if (strcmp(v->string, "dwelling_types") == 0) {
+            r->ndwellings =
+                reg_names(v, "registry.dwelling_types", r->dwellings, CFG_DWELLINGS_MAX, x);
+        } else if (strcmp(v->string, "regions") == 0) {
+            if (!cJSON_IsObject(v)) {
+                show(v, shown, sizeof(shown));
+                err(x, "registry.regions: %s is not an object of region: [areas]", shown);
+                continue;
+            }
+            r->nregions = 0;
+            cJSON_ArrayForEach(reg, v)
+            {
+                struct cfg_region *g;
+                bool dup = false;
+                if (!reg_name_ok(reg->string)) {
+                    err(x, "registry.regions: \"%.40s\" is not a name (1..31 of [A-Za-z0-9_.-])",
+                        reg->string);
+                    continue;
+                }
+                for (int k = 0; k < r->nregions; k++)
+                    dup = dup || strcmp(r->regions[k].name, reg->string) == 0;
+                if (dup) {
+                    err(x, "registry.regions.%s: duplicate key", reg->string);
+                    continue;
+                }
+                if (r->nregions == CFG_REGIONS_MAX) {
+                    err(x, "registry.regions: more than %d regions", CFG_REGIONS_MAX);
+                    break;
+                }
+                g = &r->regions[r->nregions++];
+                snprintf(g->name, sizeof(g->name), "%s", reg->string);
+                snprintf(path, sizeof(path), "registry.regions.%s", reg->string);
+                g->nareas = reg_names(reg, path, g->areas, CFG_AREAS_MAX, x);
+            }
+        } else {
+            err(x, "registry.%s: unknown key", v->string);
+        }
+    }
+}
+
+/* The tiers must nest: a coarser tier is rebuilt from a finer one while the raw
+ * readings exist, so it may not be dropped before them. */
+static void check_rollup(const struct cfg_rollup *r, struct ctx *x)
+{
+    if (r->raw_days == 0 && r->m5_days != 0)
+        err(x, "rollup.m5_days: %d, but rollup.raw_days keeps raw readings for ever", r->m5_days);
+    else if (r->m5_days != 0 && r->m5_days < r->raw_days)
+        err(x, "rollup.m5_days: %d is less than rollup.raw_days (%d)", r->m5_days, r->raw_days);
+    if (r->hour_days != 0 && (r->m5_days == 0 || r->hour_days < r->m5_days))
+        err(x, "rollup.hour_days: %d is less than rollup.m5_days (%d; 0 is for ever)", r->hour_days,
+            r->m5_days);
+    if (r->day_days != 0 && (r->hour_days == 0 || r->day_days < r->hour_days))
+        err(x, "rollup.day_days: %d is less than rollup.hour_days (%d; 0 is for ever)", r->day_days,
+            r->hour_days);
+}
+
 void cfg_defaults(struct cfg *c)
 {
     memset(c, 0, sizeof(*c));
@@ -318,10 +469,17 @@ int cfg_load(const char *path, struct cfg *c, cfg_report_fn report, void *arg)
             continue;
         }
         seen[i] = true;
-        parse_section(sections[i], v, c, &x);
+        if (strcmp(sections[i], "registry") == 0)
+            parse_registry(v, &c->registry, &x);
+        else
+            parse_section(sections[i], v, c, &x);
     }
     if (c->mqtt.password[0] && !c->mqtt.username[0])
         err(&x, "mqtt.password: set without mqtt.username");
+    if (c->auth.lockout_max_s < c->auth.lockout_s)
+        err(&x, "auth.lockout_max_s: %d is less than auth.lockout_s (%d)", c->auth.lockout_max_s,
+            c->auth.lockout_s);
+    check_rollup(&c->rollup, &x);
 check:
     rc = x.nerr ? -EINVAL : 0;
 done:

@@ -36,6 +36,8 @@ struct cfg_http {
     char bind[CFG_BIND_MAX]; /* a dotted IPv4 address */
     int port;                /* 0: an ephemeral port */
     char port_file[CFG_PATH_MAX];
+    int command_timeout_ms; /* how long POST .../commands waits for the gateway's reply */
+    char web_root[CFG_PATH_MAX]; /* the dashboard's files (web.h); "": the built-in default */
 };
 
 struct cfg_store {
@@ -46,11 +48,51 @@ struct cfg_ingest {
     int gap_grace_ms; /* a missing seq range open this long is a data gap event */
 };
 
+/* Users, sessions and login throttling (auth.h). The token secret is not configured: it is
+ * generated at first start and kept in the store. */
+struct cfg_auth {
+    int pbkdf2_iterations;  /* for new password hashes; stored hashes keep their own count */
+    int session_ttl_s;      /* a session token expires this long after login */
+    int login_max_failures; /* failed logins (per user name, per client address) before a lockout */
+    int lockout_s;          /* the first lockout; it doubles with each further failure */
+    int lockout_max_s;      /* ... up to this */
+};
+
+/* Rollups, retention tiers and usage rules (rollup.h, usage.h). Days 0: kept for ever. */
+struct cfg_rollup {
+    int raw_days, m5_days, hour_days, day_days;
+    int interval_s;   /* between retention runs */
+    int gap_s;        /* consecutive readings further apart than this leave a gap */
+    int max_power_kw; /* a counter rising faster than this is a new counter */
+    int kpi_cache_ms; /* a meter's KPI answer is reused this long while nothing is written */
+};
+
+/* The lists the meter registry validates against (registry.h). Names: 1..31 of
+ * [A-Za-z0-9_.-]. */
+#define CFG_REG_NAME_MAX 32
+#define CFG_REGIONS_MAX 32
+#define CFG_AREAS_MAX 64
+#define CFG_DWELLINGS_MAX 32
+struct cfg_region {
+    char name[CFG_REG_NAME_MAX];
+    int nareas;
+    char areas[CFG_AREAS_MAX][CFG_REG_NAME_MAX];
+};
+struct cfg_registry {
+    int nregions;
+    struct cfg_region regions[CFG_REGIONS_MAX];
+    int ndwellings;
+    char dwellings[CFG_DWELLINGS_MAX][CFG_REG_NAME_MAX];
+};
+
 struct cfg {
     struct cfg_mqtt mqtt;
     struct cfg_http http;
     struct cfg_store store;
     struct cfg_ingest ingest;
+    struct cfg_auth auth;
+    struct cfg_rollup rollup;
+    struct cfg_registry registry;
 };
 
 /* Receives one error message (without a trailing newline). */

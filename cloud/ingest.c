@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #define KEEPALIVE_S 30
@@ -39,12 +40,21 @@
 #define GAP_CHECK_INTERVAL_MS 1000
 #define GAPS_PER_CHECK 16
 
+/* A command waiting for its reply (ingest_command). */
+struct pending_cmd {
+    bool used;
+    bool done; /* reply is set */
+    char id[INGEST_CMD_ID_LEN + 1];
+    char gw[WIRE_ID_MAX];
+    char *reply;
+};
+
 struct ingest {
     struct cfg_mqtt cfg;
     store_t *st;
     struct mosquitto *mosq;
     int gap_grace_ms;
-    char sub[4][TOPIC_MAX]; /* readings, status, loss, health */
+    char sub[5][TOPIC_MAX]; /* readings, status, loss, health, reply */
 
     pthread_t thread;
     bool thread_started;
@@ -63,8 +73,14 @@ struct ingest {
     int64_t next_gap_check; /* mono_ms */
 
     atomic_uint_fast64_t messages, batches, stored, duplicates, statuses;
-    atomic_uint_fast64_t losses, healths, acks, data_gaps;
+    atomic_uint_fast64_t losses, healths, acks, data_gaps, commands, replies;
     atomic_uint_fast64_t rejects[IC_COUNT];
+
+    /* commands: cmd_mu guards the table and cmd_closed; cmd_cond wakes the waiters */
+    pthread_mutex_t cmd_mu;
+    pthread_cond_t cmd_cond;
+    bool cmd_closed;
+    struct pending_cmd cmds[INGEST_CMD_PENDING_MAX];
 };
 
 const char *ingest_cause_name(enum ingest_cause c)
@@ -84,6 +100,8 @@ const char *ingest_cause_name(enum ingest_cause c)
         return "bad_loss";
     case IC_BAD_HEALTH:
         return "bad_health";
+    case IC_BAD_REPLY:
+        return "bad_reply";
     case IC_SEQ_LIMIT:
         return "seq_limit";
     case IC_STORE:
@@ -169,10 +187,10 @@ static void reject_readings(ingest_t *in, const char *gw, const struct wire_batc
                   b->first_reject);
 }
 
-enum topic_kind { T_READINGS, T_STATUS, T_LOSS, T_HEALTH };
+enum topic_kind { T_READINGS, T_STATUS, T_LOSS, T_HEALTH, T_REPLY };
 
-/* Splits "<prefix>/<gw>/readings|status|loss|health"; returns 0, or -EINVAL for any other
- * topic. */
+/* Splits "<prefix>/<gw>/readings|status|loss|health|reply"; returns 0, or -EINVAL for any
+ * other topic. */
 static int split_topic(const char *prefix, const char *topic, char *gw, enum topic_kind *k)
 {
     size_t pl = strlen(prefix), gl;
@@ -196,6 +214,8 @@ static int split_topic(const char *prefix, const char *topic, char *gw, enum top
         *k = T_LOSS;
     else if (strcmp(slash + 1, "health") == 0)
         *k = T_HEALTH;
+    else if (strcmp(slash + 1, "reply") == 0)
+        *k = T_REPLY;
     else
         return -EINVAL;
     return 0;
@@ -424,6 +444,53 @@ done:
     cJSON_Delete(root);
 }
 
+/* A gateway's reply to a command: handed to the command waiting for it (same id, same
+ * gateway). A reply nobody waits for any more (it came after the timeout) is dropped. */
+static void on_reply(ingest_t *in, const char *gw, const char *payload, size_t len)
+{
+    const cJSON *id, *ok;
+    cJSON *root = NULL;
+    char err[96];
+    bool matched = false;
+
+    if (len > INGEST_REPLY_MAX) {
+        snprintf(err, sizeof(err), "reply of %zu bytes exceeds %d", len, INGEST_REPLY_MAX);
+        reject(in, IC_BAD_REPLY, 1, gw, err);
+        return;
+    }
+    if (!msg_utf8_valid(payload, len) || !(root = cJSON_ParseWithLength(payload, len)) ||
+        !cJSON_IsObject(root) ||
+        !cJSON_IsString(id = cJSON_GetObjectItemCaseSensitive(root, "id")) ||
+        strlen(id->valuestring) != INGEST_CMD_ID_LEN ||
+        !cJSON_IsBool(ok = cJSON_GetObjectItemCaseSensitive(root, "ok"))) {
+        reject(in, IC_BAD_REPLY, 1, gw,
+               "reply: not a JSON object with a command \"id\" and a boolean \"ok\"");
+        goto done;
+    }
+    pthread_mutex_lock(&in->cmd_mu);
+    for (int i = 0; i < INGEST_CMD_PENDING_MAX; i++) {
+        struct pending_cmd *p = &in->cmds[i];
+        if (!p->used || p->done || strcmp(p->id, id->valuestring) != 0 || strcmp(p->gw, gw) != 0)
+            continue;
+        if ((p->reply = malloc(len + 1))) {
+            memcpy(p->reply, payload, len);
+            p->reply[len] = '\0';
+            p->done = true;
+            matched = true;
+            pthread_cond_broadcast(&in->cmd_cond);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&in->cmd_mu);
+    if (matched)
+        atomic_fetch_add(&in->replies, 1);
+    else
+        log_debug("ingest: %s: reply to command %s: nobody waits for it (late or unknown)", gw,
+                  id->valuestring);
+done:
+    cJSON_Delete(root);
+}
+
 static void on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *m)
 {
     ingest_t *in = arg;
@@ -447,6 +514,9 @@ static void on_message(struct mosquitto *mosq, void *arg, const struct mosquitto
         break;
     case T_HEALTH:
         on_health(in, gw, m->payload, (size_t)m->payloadlen);
+        break;
+    case T_REPLY:
+        on_reply(in, gw, m->payload, (size_t)m->payloadlen);
         break;
     }
 }
@@ -587,7 +657,7 @@ static void *loop_main(void *arg)
 int ingest_start(const struct cfg_mqtt *cfg, const struct cfg_ingest *icfg, store_t *st,
                  ingest_t **out)
 {
-    static const char *const kinds[] = {"readings", "status", "loss", "health"};
+    static const char *const kinds[] = {"readings", "status", "loss", "health", "reply"};
     pthread_condattr_t ca;
     ingest_t *in;
     int rc;
@@ -608,7 +678,9 @@ int ingest_start(const struct cfg_mqtt *cfg, const struct cfg_ingest *icfg, stor
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&in->cond, &ca);
+    pthread_cond_init(&in->cmd_cond, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&in->cmd_mu, NULL);
 
     mosquitto_lib_init();
     in->mosq = mosquitto_new(cfg->client_id, true, in);
@@ -646,6 +718,7 @@ void ingest_stop(ingest_t *in)
 {
     if (!in)
         return;
+    ingest_commands_close(in);
     atomic_store(&in->stop, true);
     pthread_mutex_lock(&in->mu);
     pthread_cond_broadcast(&in->cond);
@@ -659,6 +732,10 @@ void ingest_stop(ingest_t *in)
     mosquitto_lib_cleanup();
     pthread_cond_destroy(&in->cond);
     pthread_mutex_destroy(&in->mu);
+    for (int i = 0; i < INGEST_CMD_PENDING_MAX; i++)
+        free(in->cmds[i].reply);
+    pthread_cond_destroy(&in->cmd_cond);
+    pthread_mutex_destroy(&in->cmd_mu);
     free(in);
 }
 
@@ -678,6 +755,129 @@ void ingest_get_stats(ingest_t *in, struct ingest_stats *s)
     s->healths = atomic_load(&in->healths);
     s->acks = atomic_load(&in->acks);
     s->data_gaps = atomic_load(&in->data_gaps);
+    s->commands = atomic_load(&in->commands);
+    s->replies = atomic_load(&in->replies);
     for (int i = 0; i < IC_COUNT; i++)
         s->rejects[i] = atomic_load(&in->rejects[i]);
+}
+
+static bool cmd_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n >= INGEST_CMD_NAME_MAX)
+        return false;
+    for (; *s; s++)
+        if ((*s < 'a' || *s > 'z') && *s != '_')
+            return false;
+    return true;
+}
+
+/* A fresh random id in the form of a UUID v4. */
+static int cmd_new_id(char id[INGEST_CMD_ID_LEN + 1])
+{
+    uint8_t b[16];
+    size_t got = 0;
+    int o = 0;
+
+    while (got < sizeof(b)) {
+        ssize_t r = getrandom(b + got, sizeof(b) - got, 0);
+        if (r < 0 && errno != EINTR)
+            return -EIO;
+        if (r > 0)
+            got += (size_t)r;
+    }
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            id[o++] = '-';
+        snprintf(id + o, 3, "%02x", b[i]);
+        o += 2;
+    }
+    return 0;
+}
+
+int ingest_command(ingest_t *in, const char *gw, const char *cmd, const char *args_json,
+                   int timeout_ms, char id[INGEST_CMD_ID_LEN + 1], char **reply)
+{
+    char topic[TOPIC_MAX], *payload = NULL;
+    struct pending_cmd *p = NULL;
+    struct timespec deadline;
+    size_t alen = strlen(args_json), plen;
+    int rc;
+
+    *reply = NULL;
+    id[0] = '\0';
+    if (!wire_id_valid(gw) || !cmd_name_valid(cmd) || alen == 0 || alen > INGEST_CMD_ARGS_MAX)
+        return -EINVAL;
+    if (!atomic_load(&in->connected))
+        return -ENOTCONN;
+    if ((rc = cmd_new_id(id)) < 0)
+        return rc;
+    plen = alen + INGEST_CMD_NAME_MAX + INGEST_CMD_ID_LEN + 32;
+    if (!(payload = malloc(plen)))
+        return -ENOMEM;
+    plen = (size_t)snprintf(payload, plen, "{\"id\":\"%s\",\"cmd\":\"%s\",\"args\":%s}", id, cmd,
+                            args_json);
+    snprintf(topic, sizeof(topic), "%s/%s/cmd", in->cfg.prefix, gw);
+
+    /* the slot is taken before the publish, so a reply can never arrive unexpected */
+    pthread_mutex_lock(&in->cmd_mu);
+    rc = in->cmd_closed ? -ESHUTDOWN : -EBUSY;
+    for (int i = 0; !in->cmd_closed && i < INGEST_CMD_PENDING_MAX; i++)
+        if (!in->cmds[i].used) {
+            p = &in->cmds[i];
+            memset(p, 0, sizeof(*p));
+            p->used = true;
+            memcpy(p->id, id, INGEST_CMD_ID_LEN + 1);
+            snprintf(p->gw, sizeof(p->gw), "%s", gw);
+            break;
+        }
+    pthread_mutex_unlock(&in->cmd_mu);
+    if (!p) {
+        free(payload);
+        return rc;
+    }
+
+    rc = mosquitto_publish(in->mosq, NULL, topic, (int)plen, payload, 1, false);
+    free(payload);
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&in->cmd_mu);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        log_debug("ingest: %s: command %s not published: %s", gw, cmd, mqtt_strerror(rc));
+        rc = -ENOTCONN;
+        goto out;
+    }
+    atomic_fetch_add(&in->commands, 1);
+    rc = 0;
+    while (!p->done && !in->cmd_closed && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&in->cmd_cond, &in->cmd_mu, &deadline);
+    if (p->done) {
+        *reply = p->reply;
+        p->reply = NULL;
+        rc = 0;
+    } else {
+        rc = in->cmd_closed ? -ESHUTDOWN : -ETIMEDOUT;
+    }
+out:
+    free(p->reply);
+    p->reply = NULL;
+    p->used = false;
+    pthread_mutex_unlock(&in->cmd_mu);
+    return rc;
+}
+
+void ingest_commands_close(ingest_t *in)
+{
+    pthread_mutex_lock(&in->cmd_mu);
+    in->cmd_closed = true;
+    pthread_cond_broadcast(&in->cmd_cond);
+    pthread_mutex_unlock(&in->cmd_mu);
 }

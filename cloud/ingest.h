@@ -14,6 +14,11 @@
  * input never stops it: every bad message is counted by cause and dropped, and its reason
  * logged at most once a minute per cause.
  *
+ * Commands (ingest_command): the cloud publishes {"id","cmd","args"} on <prefix>/<gw>/cmd
+ * (QoS 1, not retained) and the gateway answers on <prefix>/<gw>/reply with the same id.
+ * The caller's thread waits, bounded, for that reply; the loop thread matches replies to
+ * the waiting commands (a table of at most INGEST_CMD_PENDING_MAX) by id and gateway.
+ *
  * Not yet here: shared subscriptions, TLS.
  *
  * Errors: int functions return 0 or a negative errno.
@@ -41,6 +46,7 @@ enum ingest_cause {
     IC_BAD_STATUS,                        /* a status payload that is not {"state":...} */
     IC_BAD_LOSS,                          /* a loss report that is not valid (msg.h) */
     IC_BAD_HEALTH,                        /* a health message that is not valid (msg.h) */
+    IC_BAD_REPLY, /* a command reply that is not {"id":"<36 chars>","ok":bool,...} */
     IC_SEQ_LIMIT, /* the stream's counted set would exceed STORE_SEQ_RANGES_MAX ranges */
     IC_STORE,     /* the store failed: the batch was not stored */
     IC_COUNT
@@ -56,6 +62,8 @@ struct ingest_stats {
     uint64_t healths;    /* health messages stored */
     uint64_t acks;       /* acks handed to the MQTT library */
     uint64_t data_gaps;  /* data gap events found */
+    uint64_t commands;   /* commands published */
+    uint64_t replies;    /* replies matched to a waiting command */
     uint64_t rejects[IC_COUNT];
 };
 
@@ -75,5 +83,25 @@ bool ingest_connected(ingest_t *in);
 
 /* A snapshot of the counters. Any thread. */
 void ingest_get_stats(ingest_t *in, struct ingest_stats *s);
+
+#define INGEST_CMD_ID_LEN 36      /* a command id: 8-4-4-4-12 hex digits, like a UUID v4 */
+#define INGEST_CMD_NAME_MAX 32    /* a command name, NUL included: [a-z_] */
+#define INGEST_CMD_ARGS_MAX 8192  /* a command's args, as JSON text */
+#define INGEST_CMD_PENDING_MAX 32 /* commands waiting for their reply at once */
+#define INGEST_REPLY_MAX 65536    /* a reply larger than this is dropped */
+
+/* Sends command cmd with args (JSON text of an object, at most INGEST_CMD_ARGS_MAX bytes,
+ * trusted to be valid JSON) to gateway gw and waits up to timeout_ms for its reply. Any
+ * thread but ingest's own; blocks the caller. Fills id with the command's id, also on a
+ * timeout. Returns 0 with *reply the reply's JSON text (malloc'd, NUL-terminated; free()
+ * it), checked to be an object with this "id" and a boolean "ok"; -ETIMEDOUT (no reply in
+ * time), -ENOTCONN (not connected to the broker, or the publish failed), -EBUSY (too many
+ * commands waiting), -ESHUTDOWN (stopping), -EINVAL (a bad name or args), -ENOMEM. */
+int ingest_command(ingest_t *in, const char *gw, const char *cmd, const char *args_json,
+                   int timeout_ms, char id[INGEST_CMD_ID_LEN + 1], char **reply);
+
+/* Makes every waiting ingest_command() return -ESHUTDOWN now, and every later one at once.
+ * Call before stopping the threads that wait in it (the HTTP server). */
+void ingest_commands_close(ingest_t *in);
 
 #endif

@@ -12,10 +12,13 @@
  * can never be missed between a check and the wait.
  */
 #include "api.h"
+#include "auth.h"
 #include "config.h"
 #include "ingest.h"
 #include "log.h"
+#include "rollup.h"
 #include "store.h"
+#include "tz.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 #ifndef MLK_VERSION
@@ -48,13 +52,18 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: %s -f CONFIG.json [-d] [-v] [--check-config] [--version] [--help]\n"
+            "       %s -f CONFIG.json --create-admin NAME\n"
             "  -f FILE             configuration file (JSON)\n"
+            "  --create-admin NAME add an admin user and exit; the password is read from\n"
+            "                      MLK_ADMIN_PASSWORD or, when that is not set, stdin\n"
             "  -d                  stay in the foreground and log to stderr\n"
             "  -v                  log more (debug); repeat for more\n"
             "  -n, --check-config  check the configuration, print every error, exit\n"
             "  --version           print the version and exit\n"
-            "  --help              print this help and exit\n",
-            PROG);
+            "  --help              print this help and exit\n"
+            "On start, when the store has no user yet and MLK_ADMIN_USER and\n"
+            "MLK_ADMIN_PASSWORD are set, that admin is created.\n",
+            PROG, PROG);
 }
 
 static void report_plain(void *arg, const char *msg)
@@ -114,6 +123,115 @@ static void log_stats(ingest_t *in)
              (unsigned long long)s.data_gaps, rej[0] ? rej : " none");
 }
 
+/* Reads a password for --create-admin: MLK_ADMIN_PASSWORD, else one line of stdin (without
+ * echo on a terminal). The line end is not part of it. Returns 0 or -EINVAL. */
+static int read_password(char *pw, size_t len)
+{
+    const char *env = getenv("MLK_ADMIN_PASSWORD");
+    struct termios old, quiet;
+    bool tty = isatty(STDIN_FILENO) == 1;
+    size_t n;
+
+    if (env) {
+        if (strlen(env) >= len)
+            return -EINVAL;
+        memcpy(pw, env, strlen(env) + 1);
+        return 0;
+    }
+    if (tty && tcgetattr(STDIN_FILENO, &old) == 0) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        fprintf(stderr, "password: ");
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    } else {
+        tty = false;
+    }
+    if (!fgets(pw, (int)len, stdin))
+        pw[0] = '\0';
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fprintf(stderr, "\n");
+    }
+    n = strlen(pw);
+    if (n == len - 1 && pw[n - 1] != '\n')
+        return -EINVAL; /* longer than any acceptable password */
+    while (n && (pw[n - 1] == '\n' || pw[n - 1] == '\r'))
+        pw[--n] = '\0';
+    return 0;
+}
+
+/* --create-admin NAME: adds the user and exits. Never prints the password. */
+static int create_admin(const struct cfg *cfg, const char *name)
+{
+    char pw[AUTH_PASSWORD_MAX + 2], why[160], err[512];
+    store_t *st = NULL;
+    auth_t *auth = NULL;
+    int rc, status = 1;
+
+    if (read_password(pw, sizeof(pw)) < 0) {
+        fprintf(stderr, "%s: password: longer than %d bytes\n", PROG, AUTH_PASSWORD_MAX);
+        goto done;
+    }
+    if (!auth_user_name_valid(name)) {
+        fprintf(stderr, "%s: %s: not a user name (1..64 of [A-Za-z0-9_.@-])\n", PROG, name);
+        goto done;
+    }
+    if (!auth_password_acceptable(pw, why, sizeof(why))) {
+        fprintf(stderr, "%s: password: %s\n", PROG, why);
+        goto done;
+    }
+    if ((rc = store_open(cfg->store.path, &st, err, sizeof(err))) < 0) {
+        fprintf(stderr, "%s: store: %s: %s\n", PROG, cfg->store.path, err);
+        goto done;
+    }
+    if ((rc = auth_open(&cfg->auth, st, &auth)) < 0) {
+        fprintf(stderr, "%s: auth: %s\n", PROG, strerror(-rc));
+        goto done;
+    }
+    why[0] = '\0';
+    rc = auth_add_user(auth, name, AUTH_ROLE_ADMIN, pw, false, why, sizeof(why));
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s\n", PROG, why[0] ? why : strerror(-rc));
+        goto done;
+    }
+    printf("admin %s created\n", name);
+    status = 0;
+done:
+    explicit_bzero(pw, sizeof(pw));
+    auth_close(auth);
+    store_close(st);
+    return status;
+}
+
+/* On start: the first admin from MLK_ADMIN_USER and MLK_ADMIN_PASSWORD, when the store has
+ * no user. The password is removed from the environment either way. Returns 0, or -1 when
+ * the variables are set, there is no user, and they cannot make one. */
+static int admin_from_env(auth_t *auth)
+{
+    const char *user = getenv("MLK_ADMIN_USER"), *pw = getenv("MLK_ADMIN_PASSWORD");
+    char why[160];
+    int rc;
+
+    if (!user || !pw) {
+        unsetenv("MLK_ADMIN_PASSWORD");
+        return 0;
+    }
+    why[0] = '\0';
+    rc = auth_add_user(auth, user, AUTH_ROLE_ADMIN, pw, true, why, sizeof(why));
+    explicit_bzero((char *)pw, strlen(pw));
+    unsetenv("MLK_ADMIN_PASSWORD");
+    if (rc == 0)
+        log_info("auth: created admin %s (MLK_ADMIN_USER)", user);
+    else if (rc == -EEXIST)
+        log_debug("auth: MLK_ADMIN_USER ignored: there are users already");
+    else {
+        log_warnx("auth: MLK_ADMIN_USER %s: %s", auth_user_name_valid(user) ? user : "(invalid)",
+                  why[0] ? why : strerror(-rc));
+        return -1;
+    }
+    return 0;
+}
+
 static void setup_signals(sigset_t *waitmask)
 {
     struct sigaction sa;
@@ -145,15 +263,18 @@ int main(int argc, char **argv)
         {"check-config", no_argument, NULL, 'n'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
+        {"create-admin", required_argument, NULL, 'A'},
         {NULL, 0, NULL, 0},
     };
-    const char *cfg_path = NULL;
+    const char *cfg_path = NULL, *new_admin = NULL;
     bool foreground = false, check_only = false, port_file_written = false;
     int verbose = 0, ch, rc, status = 1;
     struct cfg *cfg = NULL;
     store_t *st = NULL;
     ingest_t *in = NULL;
+    auth_t *auth = NULL;
     api_t *api = NULL;
+    rollup_job_t *job = NULL;
     sigset_t waitmask;
     char err[512];
 
@@ -177,6 +298,9 @@ int main(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case 'A':
+            new_admin = optarg;
+            break;
         default:
             usage(stderr);
             return 2;
@@ -202,6 +326,14 @@ int main(int argc, char **argv)
         free(cfg);
         return rc == 0 ? 0 : 1;
     }
+    if (new_admin) {
+        if (cfg_load(cfg_path, cfg, report_plain, NULL) < 0)
+            status = 1;
+        else
+            status = create_admin(cfg, new_admin);
+        free(cfg);
+        return status;
+    }
     if (cfg_load(cfg_path, cfg, report_log, NULL) < 0) {
         log_warnx("%s: configuration has errors; not starting", cfg_path);
         goto done;
@@ -223,11 +355,29 @@ int main(int argc, char **argv)
         goto done;
     }
     log_info("store %s", cfg->store.path);
+    store_usage_config(st, (int64_t)cfg->rollup.gap_s * 1000, cfg->rollup.max_power_kw,
+                       cfg->rollup.m5_days);
+    if ((rc = auth_open(&cfg->auth, st, &auth)) < 0) {
+        log_warnx("auth: cannot start: %s", strerror(-rc));
+        goto done;
+    }
+    if (admin_from_env(auth) < 0)
+        goto done;
     if ((rc = ingest_start(&cfg->mqtt, &cfg->ingest, st, &in)) < 0) {
         log_warnx("mqtt: cannot start: %s", strerror(-rc));
         goto done;
     }
-    if ((rc = api_start(&cfg->http, st, in, &api, err, sizeof(err))) < 0) {
+    {
+        struct rollup_retention ret = {cfg->rollup.raw_days, cfg->rollup.m5_days,
+                                       cfg->rollup.hour_days, cfg->rollup.day_days,
+                                       cfg->rollup.interval_s};
+        if ((rc = rollup_job_start(st, &ret, &job)) < 0) {
+            log_warnx("retention: cannot start: %s", strerror(-rc));
+            goto done;
+        }
+    }
+    api_usage_setup(&cfg->rollup, &cfg->registry);
+    if ((rc = api_start(&cfg->http, st, in, auth, &api, err, sizeof(err))) < 0) {
         log_warnx("http: %s", err);
         goto done;
     }
@@ -255,7 +405,10 @@ done:
     if (in)
         log_stats(in);
     ingest_stop(in);
+    rollup_job_stop(job);
+    auth_close(auth);
     store_close(st);
+    tz_cache_clear();
     if (port_file_written)
         unlink(cfg->http.port_file);
     if (status == 0)

@@ -28,6 +28,11 @@
  *       key. Reading a page of whole readings back is one query too: "qty IN (...)" with
  *       a ts range becomes one key range per quantity. Values as JSON in the readings row
  *       would have been simpler, but every rollup would then parse JSON row by row.
+ *   sites, registry, replacements, rollup_5m, rollup_1h, rollup_1d, counter_gaps
+ *       the registry of sites and meters and the rollups of the readings: see the block
+ *       "registry, rollups and usage" near the end of this file.
+ * Users, sessions and API tokens have tables and a connection of their own, outside the
+ * schema version: see the block at the end of this file.
  * Times are INTEGER UTC milliseconds. Quantities are stored by their id in the
  * quantities table, not by their index in quantities.h, so reordering that table never
  * changes what a stored number means.
@@ -52,14 +57,18 @@
 
 #include "log.h"
 #include "quantities.h"
+#include "rollup.h"
+#include "tz.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define SCHEMA_VERSION 1
 #define BUSY_TIMEOUT_MS 5000
@@ -136,6 +145,53 @@ static const char schema_v1[] = "CREATE TABLE gateways("
                                 " ts INTEGER NOT NULL,"
                                 " value REAL NOT NULL,"
                                 " PRIMARY KEY(meter_id, qty, ts)) WITHOUT ROWID;";
+
+/* Schema version 1 too: the registry and the rollups (the block "registry, rollups and
+ * usage" near the end of this file). */
+#define ROLLUP_TABLE(name)                                                                         \
+    "CREATE TABLE " name "("                                                                       \
+    " meter_id INTEGER NOT NULL,"                                                                  \
+    " qty INTEGER NOT NULL,"                                                                       \
+    " ts INTEGER NOT NULL,"                                                                        \
+    " n INTEGER NOT NULL,"                                                                         \
+    " min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL,"                                    \
+    " first REAL NOT NULL, first_ts INTEGER NOT NULL,"                                             \
+    " last REAL NOT NULL, last_ts INTEGER NOT NULL,"                                               \
+    " delta REAL NOT NULL, topup REAL NOT NULL, resets INTEGER NOT NULL,"                          \
+    " PRIMARY KEY(meter_id, qty, ts)) WITHOUT ROWID;"
+
+static const char schema_v1_usage[] =
+    "CREATE TABLE sites("
+    " id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE,"
+    " title TEXT,"
+    " tz TEXT NOT NULL," /* IANA zone */
+    " price REAL,"       /* tariff per kWh, NULL: none */
+    " currency TEXT,"
+    " created INTEGER NOT NULL,"
+    " updated INTEGER NOT NULL);"
+    "CREATE TABLE registry("
+    " meter TEXT PRIMARY KEY," /* meters.name, seen or not */
+    " gateway TEXT NOT NULL,"
+    " site_id INTEGER NOT NULL REFERENCES sites(id),"
+    " region TEXT,"
+    " area TEXT,"
+    " dwelling TEXT,"
+    " prepaid INTEGER NOT NULL,"
+    " created INTEGER NOT NULL,"
+    " updated INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX registry_site ON registry(site_id);"
+    "CREATE TABLE replacements("
+    " meter TEXT NOT NULL,"
+    " ts INTEGER NOT NULL," /* a new counter from ts on */
+    " PRIMARY KEY(meter, ts)) WITHOUT ROWID;" ROLLUP_TABLE("rollup_5m") ROLLUP_TABLE("rollup_1h")
+        ROLLUP_TABLE("rollup_1d") "CREATE TABLE counter_gaps("
+                                  " meter_id INTEGER NOT NULL,"
+                                  " qty INTEGER NOT NULL,"
+                                  " to_ts INTEGER NOT NULL,"
+                                  " from_ts INTEGER NOT NULL,"
+                                  " delta REAL NOT NULL,"
+                                  " PRIMARY KEY(meter_id, qty, to_ts)) WITHOUT ROWID;";
 
 /* Writer statements. */
 enum {
@@ -314,8 +370,10 @@ struct conn {
 
 struct store {
     struct conn w, r;
-    int qty_db[QTY_MAX];     /* quantities.h index -> quantities.id */
-    int qty_idx[QTY_DB_MAX]; /* quantities.id -> quantities.h index, or -1 */
+    struct conn a; /* users, sessions, API tokens: see the block at the end of this file */
+    struct store_usage *usage; /* registry, rollups, usage: see the block at the end */
+    int qty_db[QTY_MAX];       /* quantities.h index -> quantities.id */
+    int qty_idx[QTY_DB_MAX];   /* quantities.id -> quantities.h index, or -1 */
     /* writer's scratch, used under w.mu only; kept to reuse the memory */
     struct seqset old, cur; /* a stream's counted set before and after a write */
     struct gaps old_gaps, new_gaps;
@@ -476,6 +534,8 @@ static int init_schema(store_t *st, char *err, size_t errlen)
         char sql[64];
         if ((rc = exec(db, schema_v1, err, errlen)) < 0)
             goto fail;
+        if ((rc = exec(db, schema_v1_usage, err, errlen)) < 0)
+            goto fail;
         snprintf(sql, sizeof(sql), "PRAGMA user_version=%d", SCHEMA_VERSION);
         if ((rc = exec(db, sql, err, errlen)) < 0)
             goto fail;
@@ -527,6 +587,11 @@ fail:
     return rc;
 }
 
+static int auth_open_conn(store_t *st, const char *path, char *err, size_t errlen);
+/* registry, rollups and usage: the block at the end of this file */
+static int usage_open(store_t *st, const char *path, char *err, size_t errlen);
+static void usage_close(store_t *st);
+
 int store_open(const char *path, store_t **out, char *err, size_t errlen)
 {
     store_t *st;
@@ -556,6 +621,10 @@ int store_open(const char *path, store_t **out, char *err, size_t errlen)
         goto fail;
     if ((rc = prepare_all(&st->r, r_sql, err, errlen)) < 0)
         goto fail;
+    if ((rc = auth_open_conn(st, path, err, errlen)) < 0)
+        goto fail;
+    if ((rc = usage_open(st, path, err, errlen)) < 0)
+        goto fail;
     *out = st;
     return 0;
 fail:
@@ -567,6 +636,8 @@ void store_close(store_t *st)
 {
     if (!st)
         return;
+    usage_close(st);
+    close_conn(&st->a);
     close_conn(&st->r);
     close_conn(&st->w);
     seqset_free(&st->old);
@@ -581,7 +652,11 @@ void store_close(store_t *st)
 struct by_meter {
     const struct reading *r;
     int64_t meter_id;
+    bool fresh; /* stored new (not a copy of a stored reading) */
 };
+
+/* registry, rollups and usage: the block at the end of this file */
+static int usage_after_batch(store_t *st, const struct by_meter *idx, int n, int64_t recv_ms);
 
 static int cmp_meter(const void *a, const void *b)
 {
@@ -916,6 +991,7 @@ int store_put_batch(store_t *st, const char *gw, const char *stream, const struc
             idx[i].meter_id = meter_id;
             if ((rc = put_reading(st, &idx[i], gw_id, stream_id, recv_ms, &dup)) < 0)
                 goto end;
+            idx[i].fresh = !dup;
             if (seq >= 1 && (rc = seqset_add(&st->cur, seq, seq, &added)) < 0)
                 goto end;
             if (!dup)
@@ -930,6 +1006,8 @@ int store_put_batch(store_t *st, const char *gw, const char *stream, const struc
         rc = -E2BIG;
         goto end;
     }
+    if ((rc = usage_after_batch(st, idx, n, recv_ms)) < 0)
+        goto end;
     if ((rc = commit_stream(st, stream_id, recv_ms, (uint64_t)res->received,
                             (uint64_t)res->duplicates, 0, &begun)) < 0)
         goto end;
@@ -1602,4 +1680,2294 @@ void store_gateways_free(struct store_gateway *g, int n)
     for (int i = 0; i < n; i++)
         store_gateway_clear(&g[i]);
     free(g);
+}
+
+/* ---- users, sessions and API tokens ---------------------------------------------------
+ * Their own connection ("a", under its own mutex), so that a login never waits behind the
+ * ingest thread's batch and the reader's queries never wait behind a login. Their tables
+ * are created with IF NOT EXISTS on every open, outside the readings' schema version:
+ * they neither reference nor change the readings tables, and a store from before they
+ * existed simply gains them. Changing them later needs a migration of their own. The file
+ * holds password hashes and the token secret, so store_open() makes it (and its -wal and
+ * -shm files) readable by the owner only. */
+
+static const char auth_schema[] =
+    "CREATE TABLE IF NOT EXISTS auth_meta("
+    " key TEXT PRIMARY KEY,"
+    " value BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS users("
+    " id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE,"
+    " role TEXT NOT NULL,"
+    " password TEXT NOT NULL," /* pbkdf2-sha256$iter$salt$hash */
+    " created INTEGER NOT NULL,"
+    " updated INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS sessions("
+    " id TEXT PRIMARY KEY,"
+    " user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    " created INTEGER NOT NULL,"
+    " expires INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_id);"
+    "CREATE TABLE IF NOT EXISTS api_tokens("
+    " id INTEGER PRIMARY KEY,"
+    " user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    " name TEXT NOT NULL,"
+    " role TEXT NOT NULL,"
+    " hash TEXT NOT NULL UNIQUE," /* SHA-256 of the token, hex; the token itself is not kept */
+    " created INTEGER NOT NULL,"
+    " last_used INTEGER,"
+    " UNIQUE(user_id, name));";
+
+enum {
+    A_BEGIN,
+    A_COMMIT,
+    A_ROLLBACK,
+    A_SECRET_INS,
+    A_SECRET_GET,
+    A_USER_COUNT,
+    A_ADMIN_COUNT,
+    A_USER_BY_NAME,
+    A_USER_BY_ID,
+    A_USERS,
+    A_USER_INS,
+    A_USER_UPD,
+    A_USER_DEL,
+    A_SESS_INS,
+    A_SESS_PURGE,
+    A_SESS_GET,
+    A_SESS_DEL,
+    A_SESS_DEL_USER,
+    A_TOK_INS,
+    A_TOK_FIND,
+    A_TOK_TOUCH,
+    A_TOKS,
+    A_TOK_DEL,
+    A_TOK_DEL_USER,
+    A_GW_EXISTS,
+    A_COUNT
+};
+
+#define USER_COLUMNS "SELECT id, name, role, password, created, updated FROM users"
+#define TOKEN_COLUMNS                                                                              \
+    "SELECT t.id, t.user_id, u.name, u.role, t.name, t.role, t.created, t.last_used"               \
+    " FROM api_tokens t JOIN users u ON u.id = t.user_id"
+
+static const char *const a_sql[A_COUNT] = {
+    [A_BEGIN] = "BEGIN IMMEDIATE",
+    [A_COMMIT] = "COMMIT",
+    [A_ROLLBACK] = "ROLLBACK",
+    [A_SECRET_INS] = "INSERT INTO auth_meta(key, value) VALUES('token_secret', ?1)"
+                     " ON CONFLICT(key) DO NOTHING",
+    [A_SECRET_GET] = "SELECT value FROM auth_meta WHERE key = 'token_secret'",
+    [A_USER_COUNT] = "SELECT count(*) FROM users",
+    [A_ADMIN_COUNT] = "SELECT count(*) FROM users WHERE role = 'admin'",
+    [A_USER_BY_NAME] = USER_COLUMNS " WHERE name = ?1",
+    [A_USER_BY_ID] = USER_COLUMNS " WHERE id = ?1",
+    [A_USERS] = USER_COLUMNS " ORDER BY name",
+    [A_USER_INS] = "INSERT INTO users(name, role, password, created, updated)"
+                   " VALUES(?1, ?2, ?3, ?4, ?4) ON CONFLICT(name) DO NOTHING",
+    [A_USER_UPD] = "UPDATE users SET role = coalesce(?2, role), password = coalesce(?3, password),"
+                   " updated = ?4 WHERE id = ?1",
+    [A_USER_DEL] = "DELETE FROM users WHERE id = ?1",
+    [A_SESS_INS] = "INSERT INTO sessions(id, user_id, created, expires) VALUES(?1, ?2, ?3, ?4)",
+    [A_SESS_PURGE] = "DELETE FROM sessions WHERE expires <= ?1",
+    [A_SESS_GET] = "SELECT user_id, expires FROM sessions WHERE id = ?1",
+    [A_SESS_DEL] = "DELETE FROM sessions WHERE id = ?1",
+    [A_SESS_DEL_USER] = "DELETE FROM sessions WHERE user_id = ?1",
+    [A_TOK_INS] = "INSERT INTO api_tokens(user_id, name, role, hash, created)"
+                  " VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING RETURNING id",
+    [A_TOK_FIND] = TOKEN_COLUMNS " WHERE t.hash = ?1",
+    [A_TOK_TOUCH] = "UPDATE api_tokens SET last_used = ?2"
+                    " WHERE id = ?1 AND coalesce(last_used, 0) <= ?2 - 60000",
+    [A_TOKS] = TOKEN_COLUMNS " WHERE ?1 < 0 OR t.user_id = ?1 ORDER BY u.name, t.id",
+    [A_TOK_DEL] = "DELETE FROM api_tokens WHERE id = ?1 AND (?2 < 0 OR user_id = ?2)",
+    [A_TOK_DEL_USER] = "DELETE FROM api_tokens WHERE user_id = ?1",
+    [A_GW_EXISTS] = "SELECT 1 FROM gateways WHERE name = ?1",
+};
+
+/* Makes the store's files private to their owner (they hold the token secret). */
+static void auth_private_files(const char *path)
+{
+    static const char *const suffix[] = {"", "-wal", "-shm"};
+    char p[4096];
+
+    for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++)
+        if (snprintf(p, sizeof(p), "%s%s", path, suffix[i]) < (int)sizeof(p))
+            chmod(p, S_IRUSR | S_IWUSR);
+}
+
+/* Opens the "a" connection, creating the auth tables if needed. */
+static int auth_open_conn(store_t *st, const char *path, char *err, size_t errlen)
+{
+    int rc;
+
+    if ((rc = open_conn(&st->a, path, A_COUNT, err, errlen)) < 0)
+        return rc;
+    if ((rc = exec(st->a.db, "PRAGMA foreign_keys=ON; BEGIN IMMEDIATE", err, errlen)) < 0)
+        return rc;
+    if ((rc = exec(st->a.db, auth_schema, err, errlen)) < 0) {
+        sqlite3_exec(st->a.db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    if ((rc = exec(st->a.db, "COMMIT", err, errlen)) < 0)
+        return rc;
+    auth_private_files(path);
+    return prepare_all(&st->a, a_sql, err, errlen);
+}
+
+/* Runs statement s of "a" that returns one integer; -ENOENT when it returns no row. */
+static int a_int(store_t *st, sqlite3_stmt *s, const char *what, int64_t *v)
+{
+    int rc = sqlite3_step(s);
+
+    if (rc == SQLITE_ROW)
+        *v = sqlite3_column_int64(s, 0);
+    done(s);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc == SQLITE_DONE)
+        return -ENOENT;
+    dberr(st->a.db, what);
+    return -EIO;
+}
+
+int store_auth_secret(store_t *st, const uint8_t *fresh, uint8_t *out)
+{
+    sqlite3_stmt **a = st->a.stmt;
+    int rc, step;
+
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_blob(a[A_SECRET_INS], 1, fresh, STORE_SECRET_LEN, SQLITE_STATIC);
+    if ((rc = step_done(st->a.db, a[A_SECRET_INS], "token secret")) < 0)
+        goto end;
+    step = sqlite3_step(a[A_SECRET_GET]);
+    if (step == SQLITE_ROW && sqlite3_column_bytes(a[A_SECRET_GET], 0) == STORE_SECRET_LEN)
+        memcpy(out, sqlite3_column_blob(a[A_SECRET_GET], 0), STORE_SECRET_LEN);
+    else if (step == SQLITE_ROW || step == SQLITE_DONE)
+        rc = -EINVAL; /* a secret of another size: not ours to replace */
+    else
+        rc = -EIO;
+    if (rc == -EIO)
+        dberr(st->a.db, "token secret");
+    done(a[A_SECRET_GET]);
+end:
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+int store_user_count(store_t *st, int *n)
+{
+    int64_t v = 0;
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    rc = a_int(st, st->a.stmt[A_USER_COUNT], "count users", &v);
+    pthread_mutex_unlock(&st->a.mu);
+    *n = (int)v;
+    return rc;
+}
+
+static void user_row(sqlite3_stmt *s, struct store_user *u)
+{
+    u->id = sqlite3_column_int64(s, 0);
+    copy_text(u->name, sizeof(u->name), sqlite3_column_text(s, 1));
+    copy_text(u->role, sizeof(u->role), sqlite3_column_text(s, 2));
+    copy_text(u->pwhash, sizeof(u->pwhash), sqlite3_column_text(s, 3));
+    u->created_ms = sqlite3_column_int64(s, 4);
+    u->updated_ms = sqlite3_column_int64(s, 5);
+}
+
+/* Runs a user query already bound; fills *u. Caller holds a.mu. */
+static int user_one(store_t *st, sqlite3_stmt *s, struct store_user *u)
+{
+    int rc = sqlite3_step(s);
+
+    if (rc == SQLITE_ROW)
+        user_row(s, u);
+    done(s);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc == SQLITE_DONE)
+        return -ENOENT;
+    dberr(st->a.db, "read user");
+    return -EIO;
+}
+
+int store_user_get(store_t *st, const char *name, struct store_user *out)
+{
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_text(st->a.stmt[A_USER_BY_NAME], 1, name, -1, SQLITE_STATIC);
+    rc = user_one(st, st->a.stmt[A_USER_BY_NAME], out);
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+int store_user_get_id(store_t *st, int64_t id, struct store_user *out)
+{
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_int64(st->a.stmt[A_USER_BY_ID], 1, id);
+    rc = user_one(st, st->a.stmt[A_USER_BY_ID], out);
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+int store_user_list(store_t *st, struct store_user **out, int *n)
+{
+    sqlite3_stmt *s = st->a.stmt[A_USERS];
+    struct store_user *v = NULL, *nv;
+    int cnt = 0, cap = 0, rc;
+
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&st->a.mu);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            if (!(nv = realloc(v, (size_t)cap * sizeof(*v)))) {
+                rc = -ENOMEM;
+                goto end;
+            }
+            v = nv;
+        }
+        user_row(s, &v[cnt++]);
+    }
+    if (rc != SQLITE_DONE) {
+        dberr(st->a.db, "list users");
+        rc = -EIO;
+        goto end;
+    }
+    rc = 0;
+end:
+    done(s);
+    pthread_mutex_unlock(&st->a.mu);
+    if (rc < 0) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+/* BEGIN IMMEDIATE on "a"; caller holds a.mu. */
+static int a_begin(store_t *st)
+{
+    return step_done(st->a.db, st->a.stmt[A_BEGIN], "begin");
+}
+
+/* COMMIT when rc is 0, else ROLLBACK; returns rc or the commit's error. */
+static int a_end(store_t *st, int rc)
+{
+    if (rc == 0)
+        return step_done(st->a.db, st->a.stmt[A_COMMIT], "commit");
+    step_done(st->a.db, st->a.stmt[A_ROLLBACK], "rollback");
+    return rc;
+}
+
+int store_user_add(store_t *st, const char *name, const char *role, const char *pwhash,
+                   int64_t now_ms, bool only_if_none)
+{
+    sqlite3_stmt **a = st->a.stmt;
+    int64_t users = 0;
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    if ((rc = a_begin(st)) < 0)
+        goto end;
+    if (only_if_none && (rc = a_int(st, a[A_USER_COUNT], "count users", &users)) < 0)
+        goto out;
+    if (users > 0) {
+        rc = -EEXIST;
+        goto out;
+    }
+    sqlite3_bind_text(a[A_USER_INS], 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(a[A_USER_INS], 2, role, -1, SQLITE_STATIC);
+    sqlite3_bind_text(a[A_USER_INS], 3, pwhash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(a[A_USER_INS], 4, now_ms);
+    if ((rc = step_done(st->a.db, a[A_USER_INS], "add user")) == 0 &&
+        sqlite3_changes(st->a.db) == 0)
+        rc = -EEXIST;
+out:
+    rc = a_end(st, rc);
+end:
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+/* Whether taking the admin role from user u would leave no admin. Caller holds a.mu in a
+ * transaction. Returns 0 (it would not), -EBUSY, or -EIO. */
+static int keeps_an_admin(store_t *st, const struct store_user *u)
+{
+    int64_t admins = 0;
+    int rc;
+
+    if (strcmp(u->role, "admin") != 0)
+        return 0;
+    if ((rc = a_int(st, st->a.stmt[A_ADMIN_COUNT], "count admins", &admins)) < 0)
+        return rc;
+    return admins > 1 ? 0 : -EBUSY;
+}
+
+int store_user_update(store_t *st, const char *name, const char *role, const char *pwhash,
+                      int64_t now_ms)
+{
+    sqlite3_stmt **a = st->a.stmt;
+    struct store_user u;
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    if ((rc = a_begin(st)) < 0)
+        goto end;
+    sqlite3_bind_text(a[A_USER_BY_NAME], 1, name, -1, SQLITE_STATIC);
+    if ((rc = user_one(st, a[A_USER_BY_NAME], &u)) < 0)
+        goto out;
+    if (role && strcmp(role, "admin") != 0 && (rc = keeps_an_admin(st, &u)) < 0)
+        goto out;
+    sqlite3_bind_int64(a[A_USER_UPD], 1, u.id);
+    if (role)
+        sqlite3_bind_text(a[A_USER_UPD], 2, role, -1, SQLITE_STATIC);
+    if (pwhash)
+        sqlite3_bind_text(a[A_USER_UPD], 3, pwhash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(a[A_USER_UPD], 4, now_ms);
+    if ((rc = step_done(st->a.db, a[A_USER_UPD], "update user")) < 0)
+        goto out;
+    if (pwhash) {
+        sqlite3_bind_int64(a[A_SESS_DEL_USER], 1, u.id);
+        rc = step_done(st->a.db, a[A_SESS_DEL_USER], "end sessions");
+    }
+out:
+    rc = a_end(st, rc);
+end:
+    pthread_mutex_unlock(&st->a.mu);
+    explicit_bzero(u.pwhash, sizeof(u.pwhash));
+    return rc;
+}
+
+int store_user_delete(store_t *st, const char *name)
+{
+    sqlite3_stmt **a = st->a.stmt;
+    struct store_user u;
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    if ((rc = a_begin(st)) < 0)
+        goto end;
+    sqlite3_bind_text(a[A_USER_BY_NAME], 1, name, -1, SQLITE_STATIC);
+    if ((rc = user_one(st, a[A_USER_BY_NAME], &u)) < 0)
+        goto out;
+    if ((rc = keeps_an_admin(st, &u)) < 0)
+        goto out;
+    sqlite3_bind_int64(a[A_SESS_DEL_USER], 1, u.id);
+    if ((rc = step_done(st->a.db, a[A_SESS_DEL_USER], "end sessions")) < 0)
+        goto out;
+    sqlite3_bind_int64(a[A_TOK_DEL_USER], 1, u.id);
+    if ((rc = step_done(st->a.db, a[A_TOK_DEL_USER], "delete tokens")) < 0)
+        goto out;
+    sqlite3_bind_int64(a[A_USER_DEL], 1, u.id);
+    rc = step_done(st->a.db, a[A_USER_DEL], "delete user");
+out:
+    rc = a_end(st, rc);
+end:
+    pthread_mutex_unlock(&st->a.mu);
+    explicit_bzero(u.pwhash, sizeof(u.pwhash));
+    return rc;
+}
+
+int store_session_add(store_t *st, const char *sid, int64_t user_id, int64_t created_ms,
+                      int64_t expires_ms)
+{
+    sqlite3_stmt **a = st->a.stmt;
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    if ((rc = a_begin(st)) < 0)
+        goto end;
+    sqlite3_bind_int64(a[A_SESS_PURGE], 1, created_ms);
+    if ((rc = step_done(st->a.db, a[A_SESS_PURGE], "purge sessions")) < 0)
+        goto out;
+    sqlite3_bind_text(a[A_SESS_INS], 1, sid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(a[A_SESS_INS], 2, user_id);
+    sqlite3_bind_int64(a[A_SESS_INS], 3, created_ms);
+    sqlite3_bind_int64(a[A_SESS_INS], 4, expires_ms);
+    rc = step_done(st->a.db, a[A_SESS_INS], "add session");
+out:
+    rc = a_end(st, rc);
+end:
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+int store_session_get(store_t *st, const char *sid, int64_t *user_id, int64_t *expires_ms)
+{
+    sqlite3_stmt *s = st->a.stmt[A_SESS_GET];
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_text(s, 1, sid, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *user_id = sqlite3_column_int64(s, 0);
+        *expires_ms = sqlite3_column_int64(s, 1);
+    }
+    done(s);
+    if (rc == SQLITE_ROW)
+        rc = 0;
+    else if (rc == SQLITE_DONE)
+        rc = -ENOENT;
+    else {
+        dberr(st->a.db, "read session");
+        rc = -EIO;
+    }
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+int store_session_delete(store_t *st, const char *sid)
+{
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_text(st->a.stmt[A_SESS_DEL], 1, sid, -1, SQLITE_STATIC);
+    rc = step_done(st->a.db, st->a.stmt[A_SESS_DEL], "end session");
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+int store_token_add(store_t *st, int64_t user_id, const char *name, const char *role,
+                    const char *hash, int64_t now_ms, int64_t *id)
+{
+    sqlite3_stmt *s = st->a.stmt[A_TOK_INS];
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_int64(s, 1, user_id);
+    sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, role, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 5, now_ms);
+    rc = a_int(st, s, "add token", id);
+    if (rc == -ENOENT)
+        rc = -EEXIST; /* DO NOTHING returned no row */
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+static void token_row(sqlite3_stmt *s, struct store_api_token *t)
+{
+    t->id = sqlite3_column_int64(s, 0);
+    t->user_id = sqlite3_column_int64(s, 1);
+    copy_text(t->user, sizeof(t->user), sqlite3_column_text(s, 2));
+    copy_text(t->user_role, sizeof(t->user_role), sqlite3_column_text(s, 3));
+    copy_text(t->name, sizeof(t->name), sqlite3_column_text(s, 4));
+    copy_text(t->role, sizeof(t->role), sqlite3_column_text(s, 5));
+    t->created_ms = sqlite3_column_int64(s, 6);
+    t->has_last_used = sqlite3_column_type(s, 7) != SQLITE_NULL;
+    t->last_used_ms = sqlite3_column_int64(s, 7);
+}
+
+int store_token_find(store_t *st, const char *hash, struct store_api_token *out)
+{
+    sqlite3_stmt *s = st->a.stmt[A_TOK_FIND];
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_text(s, 1, hash, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        token_row(s, out);
+    done(s);
+    if (rc == SQLITE_ROW)
+        rc = 0;
+    else if (rc == SQLITE_DONE)
+        rc = -ENOENT;
+    else {
+        dberr(st->a.db, "find token");
+        rc = -EIO;
+    }
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+int store_token_touch(store_t *st, int64_t id, int64_t now_ms)
+{
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_int64(st->a.stmt[A_TOK_TOUCH], 1, id);
+    sqlite3_bind_int64(st->a.stmt[A_TOK_TOUCH], 2, now_ms);
+    rc = step_done(st->a.db, st->a.stmt[A_TOK_TOUCH], "touch token");
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+int store_token_list(store_t *st, int64_t user_id, struct store_api_token **out, int *n)
+{
+    sqlite3_stmt *s = st->a.stmt[A_TOKS];
+    struct store_api_token *v = NULL, *nv;
+    int cnt = 0, cap = 0, rc;
+
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_int64(s, 1, user_id);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            if (!(nv = realloc(v, (size_t)cap * sizeof(*v)))) {
+                rc = -ENOMEM;
+                goto end;
+            }
+            v = nv;
+        }
+        token_row(s, &v[cnt++]);
+    }
+    if (rc != SQLITE_DONE) {
+        dberr(st->a.db, "list tokens");
+        rc = -EIO;
+        goto end;
+    }
+    rc = 0;
+end:
+    done(s);
+    pthread_mutex_unlock(&st->a.mu);
+    if (rc < 0) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+int store_token_delete(store_t *st, int64_t id, int64_t user_id)
+{
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_int64(st->a.stmt[A_TOK_DEL], 1, id);
+    sqlite3_bind_int64(st->a.stmt[A_TOK_DEL], 2, user_id);
+    rc = step_done(st->a.db, st->a.stmt[A_TOK_DEL], "delete token");
+    if (rc == 0 && sqlite3_changes(st->a.db) == 0)
+        rc = -ENOENT;
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+int store_gateway_exists(store_t *st, const char *gw)
+{
+    int64_t one;
+    int rc;
+
+    pthread_mutex_lock(&st->a.mu);
+    sqlite3_bind_text(st->a.stmt[A_GW_EXISTS], 1, gw, -1, SQLITE_STATIC);
+    rc = a_int(st, st->a.stmt[A_GW_EXISTS], "find gateway", &one);
+    pthread_mutex_unlock(&st->a.mu);
+    return rc;
+}
+
+/* ---- registry, rollups and usage ------------------------------------------------------
+ * Tables (schema_v1_usage above): sites, registry, replacements, rollup_5m, rollup_1h,
+ * rollup_1d, counter_gaps. Everything here has its own prepared statements: writes on the
+ * writer connection "w" (under w.mu, so that rollups change in the same transaction as the
+ * readings they sum up), reads on a connection of its own, "u", so that a long usage query
+ * never waits for the gateways page and the other way round.
+ *
+ * Rollup update (store_put_batch, before its COMMIT): for each meter and quantity of the
+ * batch's new readings, their ts are split into clusters (a new cluster after an hour
+ * without new readings); each cluster's 5-minute buckets, and the bucket of the first
+ * stored reading after it (its step now starts at a new reading), are recomputed from the
+ * raw readings (rollup_build), then the hours and local days that hold them are folded
+ * again from the 5-minute rows (days from hourly rows where the site's offset is whole
+ * hours). Late and out-of-order readings are thus exactly as if they had come in order.
+ * Inside the batch's transaction rather than after it: the ack published after the commit
+ * then also means "in the rollups", a crash can never leave rollups behind the readings,
+ * and no second write transaction per batch is needed. A batch costs a few extra
+ * statements per quantity; a late reading costs the same as a new one.
+ */
+
+#define USAGE_CLUSTER_MS 3600000
+#define USAGE_BATCH_PTS 100000 /* raw readings read per recomputed range, at most */
+
+#define ROLLUP_COLUMNS "ts, n, min, max, sum, first, first_ts, last, last_ts, delta, topup, resets"
+
+enum {
+    UW_METER_TZ,
+    UW_REPLACED,
+    UW_NEXT,
+    UW_PREV,
+    UW_POINTS,
+    UW_DEL_5M,
+    UW_INS_5M,
+    UW_INS_1H,
+    UW_INS_1D,
+    UW_DEL_1H,
+    UW_DEL_1D,
+    UW_DEL_GAPS,
+    UW_INS_GAP,
+    UW_ROWS_5M,
+    UW_ROWS_1H,
+    UW_METER_QTYS,
+    UW_SPAN_1H,
+    UW_OLDEST_5M,
+    UW_SITE_INS,
+    UW_SITE_UPD,
+    UW_SITE_DEL,
+    UW_SITE_ID,
+    UW_SITE_USED,
+    UW_SITE_METERS,
+    UW_REG_INS,
+    UW_REG_UPD,
+    UW_REG_DEL,
+    UW_REG_TZ,
+    UW_REPL_INS,
+    UW_METER_ID,
+    UW_METER_IDS,
+    UW_QTY_IDS,
+    UW_OLDEST_RAW,
+    UW_RET_READINGS,
+    UW_RET_SAMPLES,
+    UW_RET_5M,
+    UW_RET_1H,
+    UW_RET_1D,
+    UW_RET_GAPS,
+    UW_COUNT
+};
+
+static const char *const uw_sql[UW_COUNT] = {
+    [UW_METER_TZ] = "SELECT s.tz FROM meters m JOIN registry g ON g.meter = m.name"
+                    " JOIN sites s ON s.id = g.site_id WHERE m.id = ?1",
+    [UW_REPLACED] = "SELECT r.ts FROM replacements r JOIN meters m ON m.name = r.meter"
+                    " WHERE m.id = ?1 ORDER BY r.ts",
+    [UW_NEXT] = "SELECT ts FROM samples WHERE meter_id = ?1 AND qty = ?2 AND ts > ?3"
+                " ORDER BY ts LIMIT 1",
+    [UW_PREV] = "SELECT ts, value FROM samples WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3"
+                " ORDER BY ts DESC LIMIT 1",
+    [UW_POINTS] = "SELECT ts, value FROM samples WHERE meter_id = ?1 AND qty = ?2"
+                  " AND ts >= ?3 AND ts < ?4 ORDER BY ts LIMIT ?5",
+    [UW_DEL_5M] = "DELETE FROM rollup_5m WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4",
+    [UW_INS_5M] = "INSERT OR REPLACE INTO rollup_5m(meter_id, qty, " ROLLUP_COLUMNS ")"
+                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    [UW_INS_1H] = "INSERT OR REPLACE INTO rollup_1h(meter_id, qty, " ROLLUP_COLUMNS ")"
+                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    [UW_INS_1D] = "INSERT OR REPLACE INTO rollup_1d(meter_id, qty, " ROLLUP_COLUMNS ")"
+                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    [UW_DEL_1H] = "DELETE FROM rollup_1h WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4",
+    [UW_DEL_1D] = "DELETE FROM rollup_1d WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4",
+    [UW_DEL_GAPS] = "DELETE FROM counter_gaps WHERE meter_id = ?1 AND qty = ?2"
+                    " AND to_ts >= ?3 AND to_ts < ?4",
+    [UW_INS_GAP] = "INSERT OR REPLACE INTO counter_gaps(meter_id, qty, to_ts, from_ts, delta)"
+                   " VALUES(?1, ?2, ?3, ?4, ?5)",
+    [UW_ROWS_5M] = "SELECT " ROLLUP_COLUMNS " FROM rollup_5m WHERE meter_id = ?1 AND qty = ?2"
+                   " AND ts >= ?3 AND ts < ?4 ORDER BY ts",
+    [UW_ROWS_1H] = "SELECT " ROLLUP_COLUMNS " FROM rollup_1h WHERE meter_id = ?1 AND qty = ?2"
+                   " AND ts >= ?3 AND ts < ?4 ORDER BY ts",
+    [UW_METER_QTYS] = "SELECT DISTINCT qty FROM rollup_1h WHERE meter_id = ?1",
+    [UW_SPAN_1H] = "SELECT min(ts), max(ts) FROM rollup_1h WHERE meter_id = ?1 AND qty = ?2",
+    [UW_OLDEST_5M] = "SELECT min(ts) FROM rollup_5m WHERE meter_id = ?1 AND qty = ?2",
+    [UW_SITE_INS] = "INSERT INTO sites(name, title, tz, price, currency, created, updated)"
+                    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT(name) DO NOTHING",
+    [UW_SITE_UPD] = "UPDATE sites SET title = ?2, tz = ?3, price = ?4, currency = ?5,"
+                    " updated = ?6 WHERE name = ?1",
+    [UW_SITE_DEL] = "DELETE FROM sites WHERE name = ?1",
+    [UW_SITE_ID] = "SELECT id, tz FROM sites WHERE name = ?1",
+    [UW_SITE_USED] = "SELECT count(*) FROM registry WHERE site_id = ?1",
+    [UW_SITE_METERS] = "SELECT m.id FROM registry g JOIN meters m ON m.name = g.meter"
+                       " WHERE g.site_id = ?1 AND m.id > ?2 ORDER BY m.id LIMIT 256",
+    [UW_REG_INS] = "INSERT INTO registry(meter, gateway, site_id, region, area, dwelling, prepaid,"
+                   " created, updated) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)"
+                   " ON CONFLICT(meter) DO NOTHING",
+    [UW_REG_UPD] = "UPDATE registry SET gateway = ?2, site_id = ?3, region = ?4, area = ?5,"
+                   " dwelling = ?6, prepaid = ?7, updated = ?8 WHERE meter = ?1",
+    [UW_REG_DEL] = "DELETE FROM registry WHERE meter = ?1",
+    [UW_REG_TZ] = "SELECT s.tz FROM registry g JOIN sites s ON s.id = g.site_id WHERE g.meter = ?1",
+    [UW_REPL_INS] = "INSERT OR IGNORE INTO replacements(meter, ts) VALUES(?1, ?2)",
+    [UW_METER_ID] = "SELECT id FROM meters WHERE name = ?1",
+    [UW_METER_IDS] = "SELECT id FROM meters ORDER BY id",
+    [UW_QTY_IDS] = "SELECT id FROM quantities ORDER BY id",
+    [UW_OLDEST_RAW] = "SELECT min(ts) FROM readings WHERE meter_id = ?1",
+    [UW_RET_READINGS] = "DELETE FROM readings WHERE meter_id = ?1 AND ts < ?2",
+    [UW_RET_SAMPLES] = "DELETE FROM samples WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3",
+    [UW_RET_5M] = "DELETE FROM rollup_5m WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3",
+    [UW_RET_1H] = "DELETE FROM rollup_1h WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3",
+    [UW_RET_1D] = "DELETE FROM rollup_1d WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3",
+    [UW_RET_GAPS] = "DELETE FROM counter_gaps WHERE meter_id = ?1 AND qty = ?2 AND to_ts < ?3",
+};
+
+enum {
+    UR_METER_ID,
+    UR_REG_CTX,
+    UR_ROWS_5M,
+    UR_ROWS_1H,
+    UR_ROWS_1D,
+    UR_SUM_5M,
+    UR_SUM_1D,
+    UR_GAPS,
+    UR_GAP_SUM,
+    UR_SERIES_5M,
+    UR_SERIES_1H,
+    UR_SERIES_1D,
+    UR_POINTS,
+    UR_PREV,
+    UR_SPAN,
+    UR_SITES,
+    UR_SITE,
+    UR_REGS,
+    UR_REG,
+    UR_REPL,
+    UR_READINGS_ASC,
+    UR_SAMPLES,
+    UR_BEGIN,
+    UR_END,
+    UR_COUNT
+};
+
+#define SITE_COLUMNS                                                                               \
+    "SELECT s.name, s.title, s.tz, s.price, s.currency, s.created, s.updated,"                     \
+    " (SELECT count(*) FROM registry g WHERE g.site_id = s.id) FROM sites s"
+#define REG_COLUMNS                                                                                \
+    "SELECT g.meter, g.gateway, s.name, g.region, g.area, g.dwelling, g.prepaid, g.created,"       \
+    " g.updated FROM registry g JOIN sites s ON s.id = g.site_id"
+
+static const char *const ur_sql[UR_COUNT] = {
+    [UR_METER_ID] = "SELECT id FROM meters WHERE name = ?1",
+    [UR_REG_CTX] = "SELECT s.name, s.tz, s.price, s.currency, g.prepaid FROM registry g"
+                   " JOIN sites s ON s.id = g.site_id WHERE g.meter = ?1",
+    [UR_ROWS_5M] = "SELECT " ROLLUP_COLUMNS " FROM rollup_5m WHERE meter_id = ?1 AND qty = ?2"
+                   " AND ts >= ?3 AND ts < ?4 ORDER BY ts LIMIT ?5",
+    [UR_ROWS_1H] = "SELECT " ROLLUP_COLUMNS " FROM rollup_1h WHERE meter_id = ?1 AND qty = ?2"
+                   " AND ts >= ?3 AND ts < ?4 ORDER BY ts LIMIT ?5",
+    [UR_ROWS_1D] = "SELECT " ROLLUP_COLUMNS " FROM rollup_1d WHERE meter_id = ?1 AND qty = ?2"
+                   " AND ts >= ?3 AND ts < ?4 ORDER BY ts LIMIT ?5",
+    [UR_SUM_5M] = "SELECT total(delta), total(topup), total(n) FROM rollup_5m"
+                  " WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4",
+    [UR_SUM_1D] = "SELECT total(delta), total(topup), total(n) FROM rollup_1d"
+                  " WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4",
+    [UR_GAPS] = "SELECT from_ts, to_ts, delta FROM counter_gaps WHERE meter_id = ?1 AND qty = ?2"
+                " AND to_ts >= ?3 AND from_ts < ?4 ORDER BY to_ts LIMIT ?5",
+    /* gaps touching [a, b): the usage of those inside it, and how many cross its edges */
+    [UR_GAP_SUM] = "SELECT total(CASE WHEN from_ts >= ?3 AND to_ts < ?4 THEN delta END),"
+                   " count(CASE WHEN from_ts < ?3 OR to_ts >= ?4 THEN 1 END) FROM counter_gaps"
+                   " WHERE meter_id = ?1 AND qty = ?2 AND to_ts >= ?3 AND from_ts < ?4",
+    /* series: rows summed up into buckets of ?5 ms from ?3 */
+    [UR_SERIES_5M] = "SELECT ?3 + (ts - ?3) / ?5 * ?5, min(min), sum(sum), sum(n), max(max)"
+                     " FROM rollup_5m WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4"
+                     " GROUP BY (ts - ?3) / ?5 ORDER BY 1 LIMIT ?6",
+    [UR_SERIES_1H] = "SELECT ?3 + (ts - ?3) / ?5 * ?5, min(min), sum(sum), sum(n), max(max)"
+                     " FROM rollup_1h WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4"
+                     " GROUP BY (ts - ?3) / ?5 ORDER BY 1 LIMIT ?6",
+    [UR_SERIES_1D] = "SELECT ?3 + (ts - ?3) / ?5 * ?5, min(min), sum(sum), sum(n), max(max)"
+                     " FROM rollup_1d WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4"
+                     " GROUP BY (ts - ?3) / ?5 ORDER BY 1 LIMIT ?6",
+    [UR_POINTS] = "SELECT ts, value FROM samples WHERE meter_id = ?1 AND qty = ?2"
+                  " AND ts >= ?3 AND ts < ?4 ORDER BY ts LIMIT ?5",
+    [UR_PREV] = "SELECT ts, value FROM samples WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3"
+                " ORDER BY ts DESC LIMIT 1",
+    /* the oldest hourly row by its key (not min(first_ts): that would read every row) */
+    [UR_SPAN] = "SELECT (SELECT first_ts FROM rollup_1h WHERE meter_id = ?1 AND qty = ?2"
+                " ORDER BY ts LIMIT 1), (SELECT max(ts) FROM samples WHERE meter_id = ?1"
+                " AND qty = ?2)",
+    [UR_SITES] = SITE_COLUMNS " ORDER BY s.name",
+    [UR_SITE] = SITE_COLUMNS " WHERE s.name = ?1",
+    [UR_REGS] = REG_COLUMNS " ORDER BY g.meter",
+    [UR_REG] = REG_COLUMNS " WHERE g.meter = ?1",
+    [UR_REPL] = "SELECT ts FROM (SELECT ts FROM replacements WHERE meter = ?1"
+                " ORDER BY ts DESC LIMIT ?2) ORDER BY ts",
+    [UR_READINGS_ASC] = "SELECT ts, seq, ok, unsynced, error FROM readings"
+                        " WHERE meter_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts LIMIT ?4",
+    [UR_SAMPLES] = "SELECT qty, ts, value FROM samples WHERE meter_id = ?1"
+                   " AND qty IN (SELECT id FROM quantities) AND ts >= ?2 AND ts <= ?3",
+    [UR_BEGIN] = "BEGIN",
+    [UR_END] = "COMMIT",
+};
+
+struct store_usage {
+    struct conn u;
+    sqlite3_stmt *w[UW_COUNT]; /* on w.db, used under w.mu */
+    /* rules (store_usage_config): atomics, so that readers never take w.mu for them */
+    _Atomic int64_t gap_ms;
+    _Atomic double max_power_kw;
+    _Atomic int64_t keep_ms; /* readings older than this update no rollups */
+    atomic_uint_fast64_t gen;
+    /* writer scratch (w.mu) */
+    struct rollup_point *pts;
+    struct rollup_row *rows;
+    struct usage_gap *gaps;
+    int cap;
+    int64_t *ts;
+    int ts_cap;
+    int64_t replaced[STORE_REPLACED_MAX * 4];
+    int nreplaced;
+};
+
+static int usage_open(store_t *st, const char *path, char *err, size_t errlen)
+{
+    struct store_usage *x = calloc(1, sizeof(*x));
+    int rc;
+
+    if (!x) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    st->usage = x;
+    atomic_init(&x->gap_ms, 900000);
+    atomic_init(&x->max_power_kw, 1000);
+    atomic_init(&x->keep_ms, 180LL * 86400000);
+    atomic_init(&x->gen, 1);
+    for (int i = 0; i < UW_COUNT; i++)
+        if (sqlite3_prepare_v3(st->w.db, uw_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &x->w[i],
+                               NULL) != SQLITE_OK) {
+            snprintf(err, errlen, "cannot prepare usage statement %d: %s", i,
+                     sqlite3_errmsg(st->w.db));
+            return -EIO;
+        }
+    if ((rc = open_conn(&x->u, path, UR_COUNT, err, errlen)) < 0)
+        return rc;
+    if ((rc = exec(x->u.db, "PRAGMA query_only=ON", err, errlen)) < 0)
+        return rc;
+    return prepare_all(&x->u, ur_sql, err, errlen);
+}
+
+static void usage_close(store_t *st)
+{
+    struct store_usage *x = st->usage;
+
+    if (!x)
+        return;
+    for (int i = 0; i < UW_COUNT; i++)
+        sqlite3_finalize(x->w[i]);
+    close_conn(&x->u);
+    free(x->pts);
+    free(x->rows);
+    free(x->gaps);
+    free(x->ts);
+    free(x);
+    st->usage = NULL;
+}
+
+void store_usage_config(store_t *st, int64_t gap_ms, double max_power_kw, int m5_days)
+{
+    atomic_store(&st->usage->gap_ms, gap_ms);
+    atomic_store(&st->usage->max_power_kw, max_power_kw);
+    atomic_store(&st->usage->keep_ms, m5_days > 0 ? (int64_t)m5_days * 86400000 : INT64_MAX / 2);
+}
+
+uint64_t store_generation(store_t *st)
+{
+    return atomic_load(&st->usage->gen);
+}
+
+static int64_t fmod64(int64_t a, int64_t b)
+{
+    int64_t m = a % b;
+    return m < 0 ? m + b : m;
+}
+
+static int64_t floor5(int64_t t)
+{
+    return t - fmod64(t, ROLLUP_5M_MS);
+}
+
+static int usage_reserve(struct store_usage *x, int n)
+{
+    void *p;
+    int cap = x->cap ? x->cap : 1024;
+
+    if (n <= x->cap)
+        return 0;
+    while (cap < n)
+        cap *= 2;
+    if (!(p = realloc(x->pts, (size_t)cap * sizeof(*x->pts))))
+        return -ENOMEM;
+    x->pts = p;
+    if (!(p = realloc(x->rows, (size_t)cap * sizeof(*x->rows))))
+        return -ENOMEM;
+    x->rows = p;
+    if (!(p = realloc(x->gaps, (size_t)cap * sizeof(*x->gaps))))
+        return -ENOMEM;
+    x->gaps = p;
+    x->cap = cap;
+    return 0;
+}
+
+static void bind_row(sqlite3_stmt *s, int64_t meter_id, int qid, const struct rollup_row *r)
+{
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid);
+    sqlite3_bind_int64(s, 3, r->ts);
+    sqlite3_bind_int64(s, 4, r->n);
+    sqlite3_bind_double(s, 5, r->min);
+    sqlite3_bind_double(s, 6, r->max);
+    sqlite3_bind_double(s, 7, r->sum);
+    sqlite3_bind_double(s, 8, r->first);
+    sqlite3_bind_int64(s, 9, r->first_ts);
+    sqlite3_bind_double(s, 10, r->last);
+    sqlite3_bind_int64(s, 11, r->last_ts);
+    sqlite3_bind_double(s, 12, r->delta);
+    sqlite3_bind_double(s, 13, r->topup);
+    sqlite3_bind_int64(s, 14, r->resets);
+}
+
+static void column_row(sqlite3_stmt *s, struct rollup_row *r)
+{
+    r->ts = sqlite3_column_int64(s, 0);
+    r->n = sqlite3_column_int64(s, 1);
+    r->min = sqlite3_column_double(s, 2);
+    r->max = sqlite3_column_double(s, 3);
+    r->sum = sqlite3_column_double(s, 4);
+    r->first = sqlite3_column_double(s, 5);
+    r->first_ts = sqlite3_column_int64(s, 6);
+    r->last = sqlite3_column_double(s, 7);
+    r->last_ts = sqlite3_column_int64(s, 8);
+    r->delta = sqlite3_column_double(s, 9);
+    r->topup = sqlite3_column_double(s, 10);
+    r->resets = sqlite3_column_int64(s, 11);
+}
+
+/* Folds the rows of s (UW_ROWS_5M or UW_ROWS_1H) in [from, to) into acc (ts = from). */
+static int fold_rows(store_t *st, sqlite3_stmt *s, int64_t meter_id, int qid, int64_t from,
+                     int64_t to, struct rollup_row *acc)
+{
+    struct rollup_row r;
+    int rc;
+
+    memset(acc, 0, sizeof(*acc));
+    acc->ts = from;
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid);
+    sqlite3_bind_int64(s, 3, from);
+    sqlite3_bind_int64(s, 4, to);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        column_row(s, &r);
+        rollup_merge(acc, &r);
+    }
+    done(s);
+    if (rc != SQLITE_DONE) {
+        dberr(st->w.db, "fold rollups");
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Writes acc as the row at acc->ts of ins, or deletes that bucket ([ts, end)) with del when
+ * it holds nothing. */
+static int put_folded(store_t *st, sqlite3_stmt *ins, sqlite3_stmt *del, int64_t meter_id, int qid,
+                      const struct rollup_row *acc, int64_t end)
+{
+    if (acc->n > 0) {
+        bind_row(ins, meter_id, qid, acc);
+        return step_done(st->w.db, ins, "write rollup");
+    }
+    return run_ints(st->w.db, del, (int64_t[]){meter_id, qid, acc->ts, end}, 4, "drop rollup");
+}
+
+/* Folds the hours and local days that hold [lo, hi) again. */
+static int refold(store_t *st, int64_t meter_id, int qid, const tz_t *tz, int64_t lo, int64_t hi)
+{
+    struct store_usage *x = st->usage;
+    struct rollup_row acc;
+    int rc;
+
+    for (int64_t h = lo - fmod64(lo, ROLLUP_1H_MS); h < hi; h += ROLLUP_1H_MS) {
+        if ((rc = fold_rows(st, x->w[UW_ROWS_5M], meter_id, qid, h, h + ROLLUP_1H_MS, &acc)) < 0 ||
+            (rc = put_folded(st, x->w[UW_INS_1H], x->w[UW_DEL_1H], meter_id, qid, &acc,
+                             h + ROLLUP_1H_MS)) < 0)
+            return rc;
+    }
+    for (int64_t d = tz_floor(tz, lo, TZ_DAY); d < hi;) {
+        int64_t e = tz_next(tz, d, TZ_DAY);
+        sqlite3_stmt *src = tz_whole_hours(tz, d, e) ? x->w[UW_ROWS_1H] : x->w[UW_ROWS_5M];
+        if ((rc = fold_rows(st, src, meter_id, qid, d, e, &acc)) < 0 ||
+            (rc = put_folded(st, x->w[UW_INS_1D], x->w[UW_DEL_1D], meter_id, qid, &acc, e)) < 0)
+            return rc;
+        d = e;
+    }
+    return 0;
+}
+
+/* Recomputes the 5-minute rows and gaps of [lo, hi) (5-minute aligned) of one quantity from
+ * the raw readings, then its hours and days. Caller holds w.mu inside a transaction. */
+static int recompute(store_t *st, int64_t meter_id, int q, const tz_t *tz, int64_t lo, int64_t hi)
+{
+    struct store_usage *x = st->usage;
+    sqlite3 *db = st->w.db;
+    sqlite3_stmt *s;
+    struct rollup_point prev;
+    struct rollup_params pr = {.kind = qty_at(q)->kind,
+                               .gap_ms = atomic_load(&x->gap_ms),
+                               .max_power_kw = atomic_load(&x->max_power_kw),
+                               .replaced = x->replaced,
+                               .nreplaced = x->nreplaced};
+    int qid = st->qty_db[q], n = 0, nr, ng, rc;
+    bool has_prev = false;
+
+    s = x->w[UW_PREV];
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid);
+    sqlite3_bind_int64(s, 3, lo);
+    if ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        prev.ts = sqlite3_column_int64(s, 0);
+        prev.v = sqlite3_column_double(s, 1);
+        has_prev = true;
+    }
+    done(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        dberr(db, "read previous sample");
+        return -EIO;
+    }
+    s = x->w[UW_POINTS];
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid);
+    sqlite3_bind_int64(s, 3, lo);
+    sqlite3_bind_int64(s, 4, hi);
+    sqlite3_bind_int(s, 5, USAGE_BATCH_PTS);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n == x->cap && usage_reserve(x, n + 1) < 0) {
+            done(s);
+            return -ENOMEM;
+        }
+        x->pts[n].ts = sqlite3_column_int64(s, 0);
+        x->pts[n].v = sqlite3_column_double(s, 1);
+        n++;
+    }
+    done(s);
+    if (rc != SQLITE_DONE) {
+        dberr(db, "read samples");
+        return -EIO;
+    }
+    if (n == USAGE_BATCH_PTS) /* more than that many readings in the range: stop before the last */
+        hi = floor5(x->pts[n - 1].ts);
+    rollup_build(&pr, has_prev ? &prev : NULL, x->pts, n, ROLLUP_5M_MS, x->rows, &nr, x->gaps, &ng);
+    if ((rc = run_ints(db, x->w[UW_DEL_5M], (int64_t[]){meter_id, qid, lo, hi}, 4,
+                       "drop 5-minute rollups")) < 0 ||
+        (rc = run_ints(db, x->w[UW_DEL_GAPS], (int64_t[]){meter_id, qid, lo, hi}, 4, "drop gaps")) <
+            0)
+        return rc;
+    for (int i = 0; i < nr; i++) {
+        if (x->rows[i].ts >= hi)
+            break;
+        bind_row(x->w[UW_INS_5M], meter_id, qid, &x->rows[i]);
+        if ((rc = step_done(db, x->w[UW_INS_5M], "write 5-minute rollup")) < 0)
+            return rc;
+    }
+    for (int i = 0; i < ng; i++) {
+        sqlite3_stmt *g = x->w[UW_INS_GAP];
+        if (x->gaps[i].to_ts >= hi)
+            break;
+        sqlite3_bind_int64(g, 1, meter_id);
+        sqlite3_bind_int(g, 2, qid);
+        sqlite3_bind_int64(g, 3, x->gaps[i].to_ts);
+        sqlite3_bind_int64(g, 4, x->gaps[i].from_ts);
+        sqlite3_bind_double(g, 5, x->gaps[i].delta);
+        if ((rc = step_done(db, g, "write gap")) < 0)
+            return rc;
+    }
+    return refold(st, meter_id, qid, tz, lo, hi);
+}
+
+/* Loads meter_id's replacement times into x->replaced; *tz gets its site's zone. */
+static int meter_rules(store_t *st, int64_t meter_id, const tz_t **tz)
+{
+    struct store_usage *x = st->usage;
+    sqlite3_stmt *s = x->w[UW_METER_TZ];
+    char name[TZ_NAME_MAX] = "UTC";
+    int rc;
+
+    sqlite3_bind_int64(s, 1, meter_id);
+    if ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        copy_text(name, sizeof(name), sqlite3_column_text(s, 0));
+    done(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        dberr(st->w.db, "read meter time zone");
+        return -EIO;
+    }
+    if (tz_get(name, tz) < 0 && tz_get("UTC", tz) < 0)
+        return -ENOMEM;
+    x->nreplaced = 0;
+    s = x->w[UW_REPLACED];
+    sqlite3_bind_int64(s, 1, meter_id);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (x->nreplaced < (int)(sizeof(x->replaced) / sizeof(x->replaced[0])))
+            x->replaced[x->nreplaced++] = sqlite3_column_int64(s, 0);
+    }
+    done(s);
+    if (rc != SQLITE_DONE) {
+        dberr(st->w.db, "read replacements");
+        return -EIO;
+    }
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Recomputes the rollups that the new readings ts[0..n) (sorted) of quantity q touch. */
+static int update_qty(store_t *st, int64_t meter_id, int q, const tz_t *tz, const int64_t *ts,
+                      int n)
+{
+    struct store_usage *x = st->usage;
+    int rc;
+
+    for (int i = 0; i < n;) {
+        int j = i + 1;
+        int64_t lo, hi, next = 0;
+        bool has_next;
+
+        while (j < n && ts[j] - ts[j - 1] <= USAGE_CLUSTER_MS)
+            j++;
+        lo = floor5(ts[i]);
+        hi = floor5(ts[j - 1]) + ROLLUP_5M_MS;
+        /* the first reading after the cluster: its step now starts at a new reading */
+        sqlite3_bind_int64(x->w[UW_NEXT], 1, meter_id);
+        sqlite3_bind_int(x->w[UW_NEXT], 2, st->qty_db[q]);
+        sqlite3_bind_int64(x->w[UW_NEXT], 3, ts[j - 1]);
+        rc = sqlite3_step(x->w[UW_NEXT]);
+        has_next = rc == SQLITE_ROW;
+        if (has_next)
+            next = sqlite3_column_int64(x->w[UW_NEXT], 0);
+        done(x->w[UW_NEXT]);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            dberr(st->w.db, "read next sample");
+            return -EIO;
+        }
+        if (has_next && floor5(next) <= hi) {
+            hi = floor5(next) + ROLLUP_5M_MS;
+            has_next = false;
+        }
+        if ((rc = recompute(st, meter_id, q, tz, lo, hi)) < 0)
+            return rc;
+        if (has_next &&
+            (rc = recompute(st, meter_id, q, tz, floor5(next), floor5(next) + ROLLUP_5M_MS)) < 0)
+            return rc;
+        i = j;
+    }
+    return 0;
+}
+
+/* The rollup part of store_put_batch: idx[0..n) sorted by meter, fresh marking the new
+ * readings. Caller holds w.mu inside the batch's transaction. */
+static int usage_after_batch(store_t *st, const struct by_meter *idx, int n, int64_t recv_ms)
+{
+    struct store_usage *x = st->usage;
+    int64_t horizon = recv_ms - atomic_load(&x->keep_ms);
+    int rc;
+
+    for (int i = 0; i < n;) {
+        int j = i, cnt = 0;
+        const tz_t *tz = NULL;
+
+        while (j < n && idx[j].meter_id == idx[i].meter_id)
+            j++;
+        for (int k = i; k < j; k++)
+            if (idx[k].fresh && idx[k].r->present && idx[k].r->ts_ms >= horizon)
+                cnt++;
+        if (cnt == 0) {
+            i = j;
+            continue;
+        }
+        if (cnt > x->ts_cap) {
+            int64_t *p = realloc(x->ts, (size_t)cnt * sizeof(*p));
+            if (!p)
+                return -ENOMEM;
+            x->ts = p;
+            x->ts_cap = cnt;
+        }
+        if ((rc = meter_rules(st, idx[i].meter_id, &tz)) < 0)
+            return rc;
+        for (int q = 0; q < qty_count(); q++) {
+            int m = 0;
+            for (int k = i; k < j; k++)
+                if (idx[k].fresh && (idx[k].r->present & (1u << q)) && idx[k].r->ts_ms >= horizon)
+                    x->ts[m++] = idx[k].r->ts_ms;
+            if (m == 0)
+                continue;
+            qsort(x->ts, (size_t)m, sizeof(*x->ts), cmp_i64);
+            if ((rc = update_qty(st, idx[i].meter_id, q, tz, x->ts, m)) < 0)
+                return rc;
+        }
+        i = j;
+    }
+    atomic_fetch_add(&x->gen, 1);
+    return 0;
+}
+
+/* Rebuilds the daily rows of meter_id in zone tz from its hourly rows (whole-hour offsets)
+ * or 5-minute rows (others, where they are still kept; older days from the hourly rows,
+ * to the hour). Caller holds w.mu in a transaction. */
+static int rebuild_days(store_t *st, int64_t meter_id, const tz_t *tz)
+{
+    struct store_usage *x = st->usage;
+    sqlite3_stmt *s = x->w[UW_METER_QTYS];
+    int qids[QTY_DB_MAX], nq = 0, rc;
+
+    sqlite3_bind_int64(s, 1, meter_id);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && nq < QTY_DB_MAX)
+        qids[nq++] = sqlite3_column_int(s, 0);
+    done(s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        dberr(st->w.db, "list rollup quantities");
+        return -EIO;
+    }
+    for (int i = 0; i < nq; i++) {
+        int64_t first = 0, last = 0, oldest5 = INT64_MAX;
+        bool any;
+        struct rollup_row acc;
+
+        s = x->w[UW_SPAN_1H];
+        sqlite3_bind_int64(s, 1, meter_id);
+        sqlite3_bind_int(s, 2, qids[i]);
+        rc = sqlite3_step(s);
+        any = rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL;
+        if (any) {
+            first = sqlite3_column_int64(s, 0);
+            last = sqlite3_column_int64(s, 1);
+        }
+        done(s);
+        if (!any)
+            continue;
+        s = x->w[UW_OLDEST_5M];
+        sqlite3_bind_int64(s, 1, meter_id);
+        sqlite3_bind_int(s, 2, qids[i]);
+        if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+            oldest5 = sqlite3_column_int64(s, 0);
+        done(s);
+        if ((rc = run_ints(st->w.db, x->w[UW_DEL_1D],
+                           (int64_t[]){meter_id, qids[i], INT64_MIN, INT64_MAX}, 4,
+                           "drop daily rollups")) < 0)
+            return rc;
+        for (int64_t d = tz_floor(tz, first, TZ_DAY); d <= last;) {
+            int64_t e = tz_next(tz, d, TZ_DAY);
+            /* 5-minute rows cover the day unless retention took some: the oldest one is
+             * then later than the day's first hour */
+            int64_t from = d > first ? d : first;
+            bool hours = tz_whole_hours(tz, d, e) || oldest5 > from + ROLLUP_1H_MS;
+            sqlite3_stmt *src = hours ? x->w[UW_ROWS_1H] : x->w[UW_ROWS_5M];
+            if ((rc = fold_rows(st, src, meter_id, qids[i], d, e, &acc)) < 0)
+                return rc;
+            acc.ts = d;
+            if (acc.n > 0) {
+                bind_row(x->w[UW_INS_1D], meter_id, qids[i], &acc);
+                if ((rc = step_done(st->w.db, x->w[UW_INS_1D], "write daily rollup")) < 0)
+                    return rc;
+            }
+            d = e;
+        }
+    }
+    return 0;
+}
+
+/* Runs sql-less steps of a registry write: BEGIN under w.mu. */
+static int u_begin(store_t *st)
+{
+    pthread_mutex_lock(&st->w.mu);
+    if (step_done(st->w.db, st->w.stmt[W_BEGIN], "begin") < 0) {
+        pthread_mutex_unlock(&st->w.mu);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int u_end(store_t *st, int rc)
+{
+    if (rc == 0)
+        rc = step_done(st->w.db, st->w.stmt[W_COMMIT], "commit");
+    if (rc < 0)
+        step_done(st->w.db, st->w.stmt[W_ROLLBACK], "rollback");
+    else
+        atomic_fetch_add(&st->usage->gen, 1);
+    pthread_mutex_unlock(&st->w.mu);
+    return rc;
+}
+
+static void bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v && *v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+/* Finds site name: its id and tz; -ENOENT. Caller holds w.mu. */
+static int site_id(store_t *st, const char *name, int64_t *id, char *tz)
+{
+    sqlite3_stmt *s = st->usage->w[UW_SITE_ID];
+    int rc;
+
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(s, 0);
+        if (tz)
+            copy_text(tz, TZ_NAME_MAX, sqlite3_column_text(s, 1));
+    }
+    done(s);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc == SQLITE_DONE)
+        return -ENOENT;
+    dberr(st->w.db, "find site");
+    return -EIO;
+}
+
+static int rebuild_site(store_t *st, int64_t sid, const char *tzname)
+{
+    sqlite3_stmt *s = st->usage->w[UW_SITE_METERS];
+    int64_t ids[256], after = 0;
+    const tz_t *tz;
+    int n, rc;
+
+    if (tz_get(tzname, &tz) < 0)
+        return -EINVAL;
+    /* in pages: the statement must be done before rebuild_days writes the tables it reads */
+    do {
+        n = 0;
+        sqlite3_bind_int64(s, 1, sid);
+        sqlite3_bind_int64(s, 2, after);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < 256)
+            ids[n++] = sqlite3_column_int64(s, 0);
+        done(s);
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+            dberr(st->w.db, "list site meters");
+            return -EIO;
+        }
+        for (int i = 0; i < n; i++)
+            if ((rc = rebuild_days(st, ids[i], tz)) < 0)
+                return rc;
+        if (n)
+            after = ids[n - 1];
+    } while (n == 256);
+    return 0;
+}
+
+int store_site_put(store_t *st, const struct store_site *site, bool create, int64_t now_ms)
+{
+    struct store_usage *x = st->usage;
+    char old_tz[TZ_NAME_MAX] = "";
+    int64_t sid = 0;
+    sqlite3_stmt *s;
+    int rc;
+
+    if (!wire_id_valid(site->id) || !tz_valid(site->tz))
+        return -EINVAL;
+    if ((rc = u_begin(st)) < 0)
+        return rc;
+    rc = site_id(st, site->id, &sid, old_tz);
+    if (create && rc == 0)
+        rc = -EEXIST;
+    else if (create && rc == -ENOENT)
+        rc = 0;
+    if (rc < 0)
+        goto end;
+    s = x->w[create ? UW_SITE_INS : UW_SITE_UPD];
+    sqlite3_bind_text(s, 1, site->id, -1, SQLITE_STATIC);
+    bind_text_or_null(s, 2, site->title);
+    sqlite3_bind_text(s, 3, site->tz, -1, SQLITE_STATIC);
+    if (site->has_tariff) {
+        sqlite3_bind_double(s, 4, site->price);
+        sqlite3_bind_text(s, 5, site->currency, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(s, 4);
+        sqlite3_bind_null(s, 5);
+    }
+    sqlite3_bind_int64(s, 6, now_ms);
+    if ((rc = step_done(st->w.db, s, "write site")) < 0)
+        goto end;
+    if (!create && strcmp(old_tz, site->tz) != 0)
+        rc = rebuild_site(st, sid, site->tz);
+end:
+    return u_end(st, rc);
+}
+
+int store_site_delete(store_t *st, const char *id)
+{
+    int64_t sid = 0, used = 0;
+    int rc;
+
+    if ((rc = u_begin(st)) < 0)
+        return rc;
+    if ((rc = site_id(st, id, &sid, NULL)) < 0)
+        goto end;
+    sqlite3_bind_int64(st->usage->w[UW_SITE_USED], 1, sid);
+    if ((rc = step_id(st->w.db, st->usage->w[UW_SITE_USED], "count site meters", &used)) < 0)
+        goto end;
+    if (used > 0) {
+        rc = -EBUSY;
+        goto end;
+    }
+    sqlite3_bind_text(st->usage->w[UW_SITE_DEL], 1, id, -1, SQLITE_STATIC);
+    rc = step_done(st->w.db, st->usage->w[UW_SITE_DEL], "delete site");
+end:
+    return u_end(st, rc);
+}
+
+/* Zone of meter name's registration ("UTC" when it has none). Caller holds w.mu. */
+static int reg_tz(store_t *st, const char *name, char *tz)
+{
+    sqlite3_stmt *s = st->usage->w[UW_REG_TZ];
+    int rc;
+
+    snprintf(tz, TZ_NAME_MAX, "UTC");
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        copy_text(tz, TZ_NAME_MAX, sqlite3_column_text(s, 0));
+    done(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        dberr(st->w.db, "read registration");
+        return -EIO;
+    }
+    return rc == SQLITE_ROW ? 0 : -ENOENT;
+}
+
+/* The store's id of meter name; -ENOENT when it has no readings. Caller holds w.mu. */
+static int w_meter_id(store_t *st, const char *name, int64_t *id)
+{
+    sqlite3_stmt *s = st->usage->w[UW_METER_ID];
+    int rc;
+
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *id = sqlite3_column_int64(s, 0);
+    done(s);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc == SQLITE_DONE)
+        return -ENOENT;
+    dberr(st->w.db, "find meter");
+    return -EIO;
+}
+
+/* After a registry change of meter name: its daily rollups follow the zone now in force. */
+static int follow_tz(store_t *st, const char *name, const char *old_tz)
+{
+    char tzname[TZ_NAME_MAX];
+    const tz_t *tz;
+    int64_t mid;
+    int rc;
+
+    if ((rc = reg_tz(st, name, tzname)) < 0 && rc != -ENOENT)
+        return rc;
+    if (strcmp(tzname, old_tz) == 0)
+        return 0;
+    if ((rc = w_meter_id(st, name, &mid)) == -ENOENT)
+        return 0; /* no readings yet: nothing rolled up */
+    if (rc < 0)
+        return rc;
+    if (tz_get(tzname, &tz) < 0)
+        return -EINVAL;
+    return rebuild_days(st, mid, tz);
+}
+
+int store_reg_put(store_t *st, const struct store_reg *r, bool create, int64_t now_ms)
+{
+    struct store_usage *x = st->usage;
+    char old_tz[TZ_NAME_MAX];
+    int64_t sid = 0;
+    sqlite3_stmt *s;
+    int rc;
+
+    if (!wire_id_valid(r->id) || !wire_id_valid(r->gateway) || !wire_id_valid(r->site))
+        return -EINVAL;
+    if ((rc = u_begin(st)) < 0)
+        return rc;
+    rc = reg_tz(st, r->id, old_tz);
+    if (create && rc == 0)
+        rc = -EEXIST;
+    else if (create && rc == -ENOENT)
+        rc = 0;
+    if (rc < 0)
+        goto end;
+    if ((rc = site_id(st, r->site, &sid, NULL)) < 0) {
+        if (rc == -ENOENT)
+            rc = -ENXIO;
+        goto end;
+    }
+    s = x->w[create ? UW_REG_INS : UW_REG_UPD];
+    sqlite3_bind_text(s, 1, r->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, r->gateway, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, sid);
+    bind_text_or_null(s, 4, r->region);
+    bind_text_or_null(s, 5, r->area);
+    bind_text_or_null(s, 6, r->dwelling);
+    sqlite3_bind_int(s, 7, r->prepaid);
+    sqlite3_bind_int64(s, 8, now_ms);
+    if ((rc = step_done(st->w.db, s, "write registration")) < 0)
+        goto end;
+    rc = follow_tz(st, r->id, old_tz);
+end:
+    return u_end(st, rc);
+}
+
+int store_reg_delete(store_t *st, const char *id)
+{
+    char old_tz[TZ_NAME_MAX];
+    int rc;
+
+    if ((rc = u_begin(st)) < 0)
+        return rc;
+    if ((rc = reg_tz(st, id, old_tz)) < 0)
+        goto end;
+    sqlite3_bind_text(st->usage->w[UW_REG_DEL], 1, id, -1, SQLITE_STATIC);
+    if ((rc = step_done(st->w.db, st->usage->w[UW_REG_DEL], "delete registration")) < 0)
+        goto end;
+    rc = follow_tz(st, id, old_tz);
+end:
+    return u_end(st, rc);
+}
+
+int store_reg_replaced(store_t *st, const char *id, int64_t ts)
+{
+    struct store_usage *x = st->usage;
+    char tzname[TZ_NAME_MAX];
+    const tz_t *tz;
+    int64_t mid;
+    int rc;
+
+    if ((rc = u_begin(st)) < 0)
+        return rc;
+    if ((rc = reg_tz(st, id, tzname)) < 0)
+        goto end;
+    sqlite3_bind_text(x->w[UW_REPL_INS], 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(x->w[UW_REPL_INS], 2, ts);
+    if ((rc = step_done(st->w.db, x->w[UW_REPL_INS], "record replacement")) < 0)
+        goto end;
+    if ((rc = w_meter_id(st, id, &mid)) == -ENOENT) {
+        rc = 0;
+        goto end;
+    }
+    if (rc < 0 || (rc = meter_rules(st, mid, &tz)) < 0)
+        goto end;
+    /* the step across ts is the first reading at or after ts: recompute its bucket */
+    for (int q = 0; q < qty_count() && rc == 0; q++) {
+        sqlite3_stmt *s = x->w[UW_NEXT];
+        int64_t next = 0;
+        int step;
+        if (qty_at(q)->kind == QTY_GAUGE)
+            continue;
+        sqlite3_bind_int64(s, 1, mid);
+        sqlite3_bind_int(s, 2, st->qty_db[q]);
+        sqlite3_bind_int64(s, 3, ts - 1);
+        step = sqlite3_step(s);
+        if (step == SQLITE_ROW)
+            next = sqlite3_column_int64(s, 0);
+        done(s);
+        if (step == SQLITE_ROW)
+            rc = recompute(st, mid, q, tz, floor5(next), floor5(next) + ROLLUP_5M_MS);
+        else if (step != SQLITE_DONE)
+            rc = -EIO;
+    }
+end:
+    return u_end(st, rc);
+}
+
+static void site_row(sqlite3_stmt *s, struct store_site *o)
+{
+    memset(o, 0, sizeof(*o));
+    copy_text(o->id, sizeof(o->id), sqlite3_column_text(s, 0));
+    copy_text(o->title, sizeof(o->title), sqlite3_column_text(s, 1));
+    copy_text(o->tz, sizeof(o->tz), sqlite3_column_text(s, 2));
+    o->has_tariff = sqlite3_column_type(s, 3) != SQLITE_NULL;
+    o->price = sqlite3_column_double(s, 3);
+    copy_text(o->currency, sizeof(o->currency), sqlite3_column_text(s, 4));
+    o->created_ms = sqlite3_column_int64(s, 5);
+    o->updated_ms = sqlite3_column_int64(s, 6);
+    o->meters = sqlite3_column_int(s, 7);
+}
+
+static void reg_row(sqlite3_stmt *s, struct store_reg *o)
+{
+    memset(o, 0, sizeof(*o));
+    copy_text(o->id, sizeof(o->id), sqlite3_column_text(s, 0));
+    copy_text(o->gateway, sizeof(o->gateway), sqlite3_column_text(s, 1));
+    copy_text(o->site, sizeof(o->site), sqlite3_column_text(s, 2));
+    copy_text(o->region, sizeof(o->region), sqlite3_column_text(s, 3));
+    copy_text(o->area, sizeof(o->area), sqlite3_column_text(s, 4));
+    copy_text(o->dwelling, sizeof(o->dwelling), sqlite3_column_text(s, 5));
+    o->prepaid = sqlite3_column_int(s, 6) != 0;
+    o->created_ms = sqlite3_column_int64(s, 7);
+    o->updated_ms = sqlite3_column_int64(s, 8);
+}
+
+/* Reads every row of s with fill() into a malloc'd array of elements of size sz. Caller
+ * holds u.mu. */
+static int list_rows(store_t *st, sqlite3_stmt *s, size_t sz, void (*fill)(sqlite3_stmt *, void *),
+                     void **out, int *n)
+{
+    char *v = NULL, *nv;
+    int cnt = 0, cap = 0, rc;
+
+    *out = NULL;
+    *n = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            if (!(nv = realloc(v, (size_t)cap * sz))) {
+                done(s);
+                free(v);
+                return -ENOMEM;
+            }
+            v = nv;
+        }
+        fill(s, v + (size_t)cnt * sz);
+        cnt++;
+    }
+    done(s);
+    if (rc != SQLITE_DONE) {
+        dberr(st->usage->u.db, "list");
+        free(v);
+        return -EIO;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+static void fill_site(sqlite3_stmt *s, void *o)
+{
+    site_row(s, o);
+}
+
+static void fill_reg(sqlite3_stmt *s, void *o)
+{
+    reg_row(s, o);
+}
+
+int store_site_list(store_t *st, struct store_site **out, int *n)
+{
+    struct conn *u = &st->usage->u;
+    void *v;
+    int rc;
+
+    pthread_mutex_lock(&u->mu);
+    rc = list_rows(st, u->stmt[UR_SITES], sizeof(**out), fill_site, &v, n);
+    pthread_mutex_unlock(&u->mu);
+    *out = rc == 0 ? v : NULL;
+    return rc;
+}
+
+int store_site_get(store_t *st, const char *id, struct store_site *out)
+{
+    struct conn *u = &st->usage->u;
+    sqlite3_stmt *s = u->stmt[UR_SITE];
+    int rc;
+
+    pthread_mutex_lock(&u->mu);
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        site_row(s, out);
+    done(s);
+    pthread_mutex_unlock(&u->mu);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc == SQLITE_DONE)
+        return -ENOENT;
+    dberr(u->db, "read site");
+    return -EIO;
+}
+
+/* Fills r->replaced from the replacements table. Caller holds u.mu. */
+static int load_replaced(store_t *st, struct store_reg *r)
+{
+    sqlite3_stmt *s = st->usage->u.stmt[UR_REPL];
+    int rc;
+
+    r->nreplaced = 0;
+    sqlite3_bind_text(s, 1, r->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, STORE_REPLACED_MAX);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && r->nreplaced < STORE_REPLACED_MAX)
+        r->replaced[r->nreplaced++] = sqlite3_column_int64(s, 0);
+    done(s);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        dberr(st->usage->u.db, "read replacements");
+        return -EIO;
+    }
+    return 0;
+}
+
+int store_reg_list(store_t *st, struct store_reg **out, int *n)
+{
+    struct conn *u = &st->usage->u;
+    void *v = NULL;
+    int rc;
+
+    pthread_mutex_lock(&u->mu);
+    rc = list_rows(st, u->stmt[UR_REGS], sizeof(**out), fill_reg, &v, n);
+    for (int i = 0; rc == 0 && i < *n; i++)
+        rc = load_replaced(st, &((struct store_reg *)v)[i]);
+    pthread_mutex_unlock(&u->mu);
+    if (rc < 0) {
+        free(v);
+        *n = 0;
+        v = NULL;
+    }
+    *out = v;
+    return rc;
+}
+
+int store_reg_get(store_t *st, const char *id, struct store_reg *out)
+{
+    struct conn *u = &st->usage->u;
+    sqlite3_stmt *s = u->stmt[UR_REG];
+    int rc;
+
+    pthread_mutex_lock(&u->mu);
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        reg_row(s, out);
+    done(s);
+    if (rc == SQLITE_ROW)
+        rc = load_replaced(st, out);
+    else if (rc == SQLITE_DONE)
+        rc = -ENOENT;
+    else {
+        dberr(u->db, "read registration");
+        rc = -EIO;
+    }
+    pthread_mutex_unlock(&u->mu);
+    return rc;
+}
+
+int store_meter_ctx(store_t *st, const char *meter, struct store_meter_ctx *out)
+{
+    struct conn *u = &st->usage->u;
+    sqlite3_stmt *s;
+    int rc, rc2;
+
+    memset(out, 0, sizeof(*out));
+    snprintf(out->tz, sizeof(out->tz), "UTC");
+    pthread_mutex_lock(&u->mu);
+    s = u->stmt[UR_METER_ID];
+    sqlite3_bind_text(s, 1, meter, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        out->id = sqlite3_column_int64(s, 0);
+    done(s);
+    s = u->stmt[UR_REG_CTX];
+    sqlite3_bind_text(s, 1, meter, -1, SQLITE_STATIC);
+    rc2 = sqlite3_step(s);
+    if (rc2 == SQLITE_ROW) {
+        out->registered = true;
+        copy_text(out->site, sizeof(out->site), sqlite3_column_text(s, 0));
+        copy_text(out->tz, sizeof(out->tz), sqlite3_column_text(s, 1));
+        out->has_tariff = sqlite3_column_type(s, 2) != SQLITE_NULL;
+        out->price = sqlite3_column_double(s, 2);
+        copy_text(out->currency, sizeof(out->currency), sqlite3_column_text(s, 3));
+        out->prepaid = sqlite3_column_int(s, 4) != 0;
+    }
+    done(s);
+    pthread_mutex_unlock(&u->mu);
+    if ((rc != SQLITE_ROW && rc != SQLITE_DONE) || (rc2 != SQLITE_ROW && rc2 != SQLITE_DONE)) {
+        dberr(u->db, "read meter");
+        return -EIO;
+    }
+    return rc == SQLITE_ROW || rc2 == SQLITE_ROW ? 0 : -ENOENT;
+}
+
+static int qid_of(store_t *st, int qty)
+{
+    return qty >= 0 && qty < qty_count() ? st->qty_db[qty] : -1;
+}
+
+int store_rollups(store_t *st, int64_t meter_id, int qty, enum store_tier t, int64_t from,
+                  int64_t to, int max, struct rollup_row *out, int *n)
+{
+    struct conn *u = &st->usage->u;
+    sqlite3_stmt *s = u->stmt[t == STORE_TIER_5M   ? UR_ROWS_5M
+                              : t == STORE_TIER_1H ? UR_ROWS_1H
+                                                   : UR_ROWS_1D];
+    int cnt = 0, rc;
+
+    *n = 0;
+    if (qid_of(st, qty) < 0 || max <= 0)
+        return -EINVAL;
+    pthread_mutex_lock(&u->mu);
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid_of(st, qty));
+    sqlite3_bind_int64(s, 3, from);
+    sqlite3_bind_int64(s, 4, to);
+    sqlite3_bind_int(s, 5, max);
+    while (cnt < max && (rc = sqlite3_step(s)) == SQLITE_ROW)
+        column_row(s, &out[cnt++]);
+    done(s);
+    pthread_mutex_unlock(&u->mu);
+    if (cnt < max && rc != SQLITE_DONE) {
+        dberr(u->db, "read rollups");
+        return -EIO;
+    }
+    *n = cnt;
+    return 0;
+}
+
+int store_series(store_t *st, int64_t meter_id, int qty, enum store_tier t, int64_t from,
+                 int64_t to, int64_t width, int max, struct store_point4 *out, int *n)
+{
+    struct conn *u = &st->usage->u;
+    sqlite3_stmt *s = u->stmt[t == STORE_TIER_5M   ? UR_SERIES_5M
+                              : t == STORE_TIER_1H ? UR_SERIES_1H
+                                                   : UR_SERIES_1D];
+    int cnt = 0, rc;
+
+    *n = 0;
+    if (qid_of(st, qty) < 0 || max <= 0 || width <= 0 || from >= to)
+        return -EINVAL;
+    pthread_mutex_lock(&u->mu);
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid_of(st, qty));
+    sqlite3_bind_int64(s, 3, from);
+    sqlite3_bind_int64(s, 4, to);
+    sqlite3_bind_int64(s, 5, width);
+    sqlite3_bind_int(s, 6, max);
+    while (cnt < max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        double sum = sqlite3_column_double(s, 2);
+        int64_t cnt_n = sqlite3_column_int64(s, 3);
+        out[cnt].ts = sqlite3_column_int64(s, 0);
+        out[cnt].min = sqlite3_column_double(s, 1);
+        out[cnt].avg = cnt_n > 0 ? sum / (double)cnt_n : 0;
+        out[cnt].max = sqlite3_column_double(s, 4);
+        out[cnt].n = cnt_n;
+        cnt++;
+    }
+    done(s);
+    pthread_mutex_unlock(&u->mu);
+    if (cnt < max && rc != SQLITE_DONE) {
+        dberr(u->db, "read series");
+        return -EIO;
+    }
+    *n = cnt;
+    return 0;
+}
+
+int store_gaps(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t to, int max,
+               struct usage_gap *out, int *n)
+{
+    struct conn *u = &st->usage->u;
+    sqlite3_stmt *s = u->stmt[UR_GAPS];
+    int cnt = 0, rc;
+
+    *n = 0;
+    if (qid_of(st, qty) < 0 || max <= 0)
+        return -EINVAL;
+    pthread_mutex_lock(&u->mu);
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid_of(st, qty));
+    sqlite3_bind_int64(s, 3, from);
+    sqlite3_bind_int64(s, 4, to);
+    sqlite3_bind_int(s, 5, max);
+    while (cnt < max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        out[cnt].from_ts = sqlite3_column_int64(s, 0);
+        out[cnt].to_ts = sqlite3_column_int64(s, 1);
+        out[cnt].delta = sqlite3_column_double(s, 2);
+        cnt++;
+    }
+    done(s);
+    pthread_mutex_unlock(&u->mu);
+    if (cnt < max && rc != SQLITE_DONE) {
+        dberr(u->db, "read gaps");
+        return -EIO;
+    }
+    *n = cnt;
+    return 0;
+}
+
+/* Reads raw points [from, to) and the one before; caller holds u.mu. */
+static int u_points(store_t *st, int qid, int64_t meter_id, int64_t from, int64_t to, int max,
+                    struct rollup_point *out, int *n, struct rollup_point *prev, bool *has_prev)
+{
+    struct conn *u = &st->usage->u;
+    sqlite3_stmt *s = u->stmt[UR_PREV];
+    int cnt = 0, rc;
+
+    *has_prev = false;
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid);
+    sqlite3_bind_int64(s, 3, from);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        prev->ts = sqlite3_column_int64(s, 0);
+        prev->v = sqlite3_column_double(s, 1);
+        *has_prev = true;
+    }
+    done(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        goto dbfail;
+    s = u->stmt[UR_POINTS];
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid);
+    sqlite3_bind_int64(s, 3, from);
+    sqlite3_bind_int64(s, 4, to);
+    sqlite3_bind_int(s, 5, max);
+    while (cnt < max && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        out[cnt].ts = sqlite3_column_int64(s, 0);
+        out[cnt].v = sqlite3_column_double(s, 1);
+        cnt++;
+    }
+    done(s);
+    if (cnt < max && rc != SQLITE_DONE)
+        goto dbfail;
+    *n = cnt;
+    return 0;
+dbfail:
+    dberr(u->db, "read samples");
+    return -EIO;
+}
+
+int store_points(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t to, int max,
+                 struct rollup_point *out, int *n, struct rollup_point *prev, bool *has_prev)
+{
+    struct conn *u = &st->usage->u;
+    int rc;
+
+    *n = 0;
+    *has_prev = false;
+    if (qid_of(st, qty) < 0 || max <= 0)
+        return -EINVAL;
+    pthread_mutex_lock(&u->mu);
+    rc = u_points(st, qid_of(st, qty), meter_id, from, to, max, out, n, prev, has_prev);
+    pthread_mutex_unlock(&u->mu);
+    return rc;
+}
+
+int store_span(store_t *st, int64_t meter_id, int qty, int64_t *first, int64_t *last)
+{
+    struct conn *u = &st->usage->u;
+    sqlite3_stmt *s = u->stmt[UR_SPAN];
+    int rc;
+
+    if (qid_of(st, qty) < 0)
+        return -EINVAL;
+    pthread_mutex_lock(&u->mu);
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid_of(st, qty));
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        if (sqlite3_column_type(s, 0) == SQLITE_NULL || sqlite3_column_type(s, 1) == SQLITE_NULL) {
+            rc = -ENOENT;
+        } else {
+            *first = sqlite3_column_int64(s, 0);
+            *last = sqlite3_column_int64(s, 1);
+            rc = 0;
+        }
+    } else {
+        dberr(u->db, "read span");
+        rc = -EIO;
+    }
+    done(s);
+    pthread_mutex_unlock(&u->mu);
+    return rc;
+}
+
+/* Sums s (UR_SUM_*) over [a, b) into o. Caller holds u.mu. */
+static int u_sum(store_t *st, sqlite3_stmt *s, int64_t meter_id, int qid, int64_t a, int64_t b,
+                 struct store_sum *o)
+{
+    int rc;
+
+    if (a >= b)
+        return 0;
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid);
+    sqlite3_bind_int64(s, 3, a);
+    sqlite3_bind_int64(s, 4, b);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        o->use += sqlite3_column_double(s, 0);
+        o->topup += sqlite3_column_double(s, 1);
+        o->n += (int64_t)sqlite3_column_double(s, 2);
+    }
+    done(s);
+    if (rc != SQLITE_ROW) {
+        dberr(st->usage->u.db, "sum rollups");
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Adds the usage of the gaps inside [a, b) to o and counts those crossing its edges.
+ * Caller holds u.mu. */
+static int u_gap_totals(store_t *st, int64_t meter_id, int qid, int64_t a, int64_t b,
+                        struct store_sum *o)
+{
+    struct conn *u = &st->usage->u;
+    sqlite3_stmt *s = u->stmt[UR_GAP_SUM];
+    int rc;
+
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int(s, 2, qid);
+    sqlite3_bind_int64(s, 3, a);
+    sqlite3_bind_int64(s, 4, b);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        o->use += sqlite3_column_double(s, 0);
+        o->gaps_crossing = sqlite3_column_int(s, 1);
+    }
+    done(s);
+    if (rc != SQLITE_ROW) {
+        dberr(u->db, "sum gaps");
+        return -EIO;
+    }
+    return 0;
+}
+
+#define TAIL_MAX 4096 /* raw readings of the last 5 minutes of a sum, at most */
+
+/* One sum of store_usage_sums(); caller holds u.mu; pts has room for TAIL_MAX. */
+static int usage_sum(store_t *st, int qid, int kind, int64_t meter_id,
+                     const struct store_sum_range *r, struct rollup_point *pts,
+                     struct store_sum *out)
+{
+    struct store_usage *x = st->usage;
+    struct conn *u = &x->u;
+    int64_t f = floor5(r->b), gap_ms = atomic_load(&x->gap_ms);
+    double max_kw = atomic_load(&x->max_power_kw);
+    struct rollup_point prev;
+    bool has_prev;
+    int n = 0, rc;
+
+    memset(out, 0, sizeof(*out));
+    if (r->a > r->day_end || r->day_end > r->b)
+        return -EINVAL;
+    if (f < r->day_end)
+        f = r->day_end;
+    if ((rc = u_sum(st, u->stmt[UR_SUM_1D], meter_id, qid, r->a, r->day_end, out)) < 0 ||
+        (rc = u_sum(st, u->stmt[UR_SUM_5M], meter_id, qid, r->day_end, f, out)) < 0)
+        return rc;
+    if (f < r->b) {
+        if ((rc = u_points(st, qid, meter_id, f, r->b, TAIL_MAX, pts, &n, &prev, &has_prev)) < 0)
+            return rc;
+        for (int i = 0; i < n; i++) {
+            const struct rollup_point *p0 = i ? &pts[i - 1] : has_prev ? &prev : NULL;
+            double use = 0, topup = 0;
+            out->n++;
+            if (!p0 || pts[i].ts - p0->ts > gap_ms)
+                continue; /* a gap's usage is counted with the gaps below */
+            if (kind == QTY_COUNTER)
+                use = usage_counter_step(p0->v, pts[i].v, pts[i].ts - p0->ts, max_kw, NULL);
+            else if (kind == QTY_BALANCE)
+                usage_balance_step(p0->v, pts[i].v, &use, &topup);
+            out->use += use;
+            out->topup += topup;
+        }
+    }
+    return u_gap_totals(st, meter_id, qid, r->a, r->b, out);
+}
+
+int store_usage_sums(store_t *st, int64_t meter_id, int qty, const struct store_sum_range *r, int n,
+                     struct store_sum *out)
+{
+    struct conn *u = &st->usage->u;
+    struct rollup_point *pts;
+    int qid = qid_of(st, qty), rc = 0;
+
+    if (qid < 0 || n < 0)
+        return -EINVAL;
+    if (!(pts = malloc(TAIL_MAX * sizeof(*pts))))
+        return -ENOMEM;
+    pthread_mutex_lock(&u->mu);
+    /* one read transaction: one snapshot, and one WAL read lock instead of one per query */
+    if ((rc = step_done(u->db, u->stmt[UR_BEGIN], "begin read")) == 0) {
+        for (int i = 0; i < n && rc == 0; i++)
+            rc = usage_sum(st, qid, qty_at(qty)->kind, meter_id, &r[i], pts, &out[i]);
+        step_done(u->db, u->stmt[UR_END], "end read");
+    }
+    pthread_mutex_unlock(&u->mu);
+    free(pts);
+    return rc;
+}
+
+int store_usage_sum(store_t *st, int64_t meter_id, int qty, int64_t a, int64_t day_end, int64_t b,
+                    struct store_sum *out)
+{
+    struct store_sum_range r = {a, day_end, b};
+    return store_usage_sums(st, meter_id, qty, &r, 1, out);
+}
+
+static int cmp_ts_asc(const void *key, const void *elem)
+{
+    int64_t ts = *(const int64_t *)key;
+    const struct store_reading *e = elem;
+    return ts < e->r.ts_ms ? -1 : ts > e->r.ts_ms;
+}
+
+int store_readings_asc(store_t *st, const char *meter, int64_t from, int64_t to, int limit,
+                       struct store_reading **out, int *n)
+{
+    struct conn *u = &st->usage->u;
+    struct store_reading *v = NULL;
+    sqlite3_stmt *s;
+    int64_t mid = 0;
+    int cnt = 0, rc;
+
+    *out = NULL;
+    *n = 0;
+    if (limit <= 0 || from >= to)
+        return -EINVAL;
+    pthread_mutex_lock(&u->mu);
+    s = u->stmt[UR_METER_ID];
+    sqlite3_bind_text(s, 1, meter, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        mid = sqlite3_column_int64(s, 0);
+    done(s);
+    if (rc != SQLITE_ROW) {
+        rc = rc == SQLITE_DONE ? -ENOENT : -EIO;
+        goto end;
+    }
+    if (!(v = calloc((size_t)limit, sizeof(*v)))) {
+        rc = -ENOMEM;
+        goto end;
+    }
+    s = u->stmt[UR_READINGS_ASC];
+    sqlite3_bind_int64(s, 1, mid);
+    sqlite3_bind_int64(s, 2, from);
+    sqlite3_bind_int64(s, 3, to);
+    sqlite3_bind_int(s, 4, limit);
+    while (cnt < limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_reading *e = &v[cnt++];
+        snprintf(e->r.meter, sizeof(e->r.meter), "%s", meter);
+        e->r.ts_ms = sqlite3_column_int64(s, 0);
+        e->r.seq = (uint64_t)sqlite3_column_int64(s, 1);
+        e->r.ok = sqlite3_column_int(s, 2) != 0;
+        e->r.unsynced = sqlite3_column_int(s, 3) != 0;
+        copy_text(e->r.error, sizeof(e->r.error), sqlite3_column_text(s, 4));
+    }
+    done(s);
+    if (cnt < limit && rc != SQLITE_DONE) {
+        rc = -EIO;
+        goto end;
+    }
+    rc = 0;
+    if (cnt == 0)
+        goto end;
+    s = u->stmt[UR_SAMPLES];
+    sqlite3_bind_int64(s, 1, mid);
+    sqlite3_bind_int64(s, 2, v[0].r.ts_ms);
+    sqlite3_bind_int64(s, 3, v[cnt - 1].r.ts_ms);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        int64_t qid = sqlite3_column_int64(s, 0), ts = sqlite3_column_int64(s, 1);
+        struct store_reading *e;
+        int q;
+        if (qid <= 0 || qid >= QTY_DB_MAX || (q = st->qty_idx[qid]) < 0)
+            continue;
+        if (!(e = bsearch(&ts, v, (size_t)cnt, sizeof(*v), cmp_ts_asc)))
+            continue;
+        e->r.values[q] = sqlite3_column_double(s, 2);
+        e->r.present |= 1u << q;
+    }
+    done(s);
+    rc = rc == SQLITE_DONE ? 0 : -EIO;
+end:
+    if (rc == -EIO)
+        dberr(u->db, "read readings");
+    pthread_mutex_unlock(&u->mu);
+    if (rc < 0) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+/* Deletes with s the rows of (meter_id, each quantity) older than cut; adds the count. */
+static int retire(store_t *st, sqlite3_stmt *s, int64_t meter_id, const int *qids, int nq,
+                  int64_t cut, int64_t *count)
+{
+    int rc;
+
+    for (int i = 0; i < nq; i++) {
+        if ((rc = run_ints(st->w.db, s, (int64_t[]){meter_id, qids[i], cut}, 3, "retention")) < 0)
+            return rc;
+        *count += sqlite3_changes(st->w.db);
+    }
+    return 0;
+}
+
+int store_retention(store_t *st, int64_t now_ms, int raw_days, int m5_days, int hour_days,
+                    int day_days, struct store_retention_result *res)
+{
+    struct store_usage *x = st->usage;
+    int64_t *ids = NULL, *grown;
+    int qids[QTY_DB_MAX], nq = 0, nids = 0, cap = 0, rc = 0;
+    const int64_t day = 86400000;
+    sqlite3_stmt *s;
+
+    memset(res, 0, sizeof(*res));
+    pthread_mutex_lock(&st->w.mu);
+    s = x->w[UW_QTY_IDS];
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && nq < QTY_DB_MAX)
+        qids[nq++] = sqlite3_column_int(s, 0);
+    done(s);
+    s = x->w[UW_METER_IDS];
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (nids == cap) {
+            cap = cap ? cap * 2 : 64;
+            if (!(grown = realloc(ids, (size_t)cap * sizeof(*ids)))) {
+                done(s);
+                pthread_mutex_unlock(&st->w.mu);
+                free(ids);
+                return -ENOMEM;
+            }
+            ids = grown;
+        }
+        ids[nids++] = sqlite3_column_int64(s, 0);
+    }
+    done(s);
+    pthread_mutex_unlock(&st->w.mu);
+    rc = 0;
+    /* Raw readings: a transaction per meter and day of readings, oldest first, so that a
+     * first run over a long backlog never holds the write lock for long (ingest waits for
+     * one meter-day's deletes at most). The other tiers: one transaction per meter. */
+    for (int i = 0; i < nids && rc == 0 && raw_days > 0; i++) {
+        int64_t cut = now_ms - raw_days * day, oldest = 0;
+        pthread_mutex_lock(&st->w.mu);
+        sqlite3_bind_int64(x->w[UW_OLDEST_RAW], 1, ids[i]);
+        if (sqlite3_step(x->w[UW_OLDEST_RAW]) == SQLITE_ROW &&
+            sqlite3_column_type(x->w[UW_OLDEST_RAW], 0) != SQLITE_NULL)
+            oldest = sqlite3_column_int64(x->w[UW_OLDEST_RAW], 0);
+        else
+            oldest = cut;
+        done(x->w[UW_OLDEST_RAW]);
+        pthread_mutex_unlock(&st->w.mu);
+        for (int64_t upto = oldest + day; rc == 0 && oldest < cut; upto += day) {
+            int64_t to = upto < cut ? upto : cut, ignored = 0;
+            if ((rc = u_begin(st)) < 0)
+                break;
+            rc = run_ints(st->w.db, x->w[UW_RET_READINGS], (int64_t[]){ids[i], to}, 2, "retention");
+            if (rc == 0)
+                res->readings += sqlite3_changes(st->w.db);
+            if (rc == 0)
+                rc = retire(st, x->w[UW_RET_SAMPLES], ids[i], qids, nq, to, &ignored);
+            rc = u_end(st, rc);
+            if (to == cut)
+                break;
+        }
+    }
+    for (int i = 0; i < nids && rc == 0; i++) {
+        if ((rc = u_begin(st)) < 0)
+            break;
+        if (m5_days > 0)
+            rc = retire(st, x->w[UW_RET_5M], ids[i], qids, nq, now_ms - m5_days * day, &res->rows);
+        if (rc == 0 && hour_days > 0) {
+            rc =
+                retire(st, x->w[UW_RET_1H], ids[i], qids, nq, now_ms - hour_days * day, &res->rows);
+            /* gaps go with the hourly tier: usage of older days comes from daily rows */
+            if (rc == 0)
+                rc = retire(st, x->w[UW_RET_GAPS], ids[i], qids, nq, now_ms - hour_days * day,
+                            &res->rows);
+        }
+        if (rc == 0 && day_days > 0)
+            rc = retire(st, x->w[UW_RET_1D], ids[i], qids, nq, now_ms - day_days * day, &res->rows);
+        rc = u_end(st, rc);
+    }
+    free(ids);
+    return rc;
 }

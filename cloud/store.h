@@ -25,7 +25,10 @@
 #ifndef MLK_CLOUD_STORE_H
 #define MLK_CLOUD_STORE_H
 
+#include "rollup.h"
 #include "seqset.h"
+#include "tz.h"
+#include "usage.h"
 #include "wire.h"
 
 #include <stdbool.h>
@@ -208,5 +211,215 @@ void store_gateway_clear(struct store_gateway *g);
  * (free() it; NULL when *n is 0). */
 int store_readings(store_t *st, const char *meter, int64_t from_ms, int64_t to_ms, int limit,
                    struct store_reading **out, int *n);
+
+/* ---- users, sessions and API tokens (auth.c) ------------------------------------------
+ * Kept apart from the readings: their own tables, their own connection. A role is stored
+ * as its name ("admin", "operator", "viewer"); the store does not judge roles, except that
+ * it never lets the last admin go. Times are cloud clock ms. Extra errors here: -EEXIST
+ * (the name is taken), -EBUSY (the change would leave no admin). */
+
+#define STORE_USER_NAME_MAX 65  /* a user name, NUL included */
+#define STORE_ROLE_MAX 16       /* a role name, NUL included */
+#define STORE_PWHASH_MAX 192    /* an encoded password hash, NUL included */
+#define STORE_TOKEN_NAME_MAX 65 /* an API token's name, NUL included */
+#define STORE_TOKEN_HASH_MAX 65 /* an API token's SHA-256 in hex, NUL included */
+#define STORE_SESSION_ID_MAX 33 /* a session id (32 hex digits), NUL included */
+#define STORE_SECRET_LEN 32     /* the token signing secret */
+
+struct store_user {
+    int64_t id;
+    char name[STORE_USER_NAME_MAX];
+    char role[STORE_ROLE_MAX];
+    char pwhash[STORE_PWHASH_MAX]; /* secret: never log or serve it */
+    int64_t created_ms, updated_ms;
+};
+
+struct store_api_token {
+    int64_t id;
+    int64_t user_id;
+    char user[STORE_USER_NAME_MAX];
+    char user_role[STORE_ROLE_MAX]; /* the owner's role now */
+    char name[STORE_TOKEN_NAME_MAX];
+    char role[STORE_ROLE_MAX]; /* the role it was created with */
+    int64_t created_ms;
+    bool has_last_used;
+    int64_t last_used_ms; /* updated at most once a minute */
+};
+
+/* The secret that signs session tokens: the stored one, or, when there is none yet, fresh
+ * (STORE_SECRET_LEN bytes, random) stored and returned. Several instances sharing a store
+ * agree on it. */
+int store_auth_secret(store_t *st, const uint8_t *fresh, uint8_t *out);
+
+int store_user_count(store_t *st, int *n);
+/* -ENOENT when there is no such user. */
+int store_user_get(store_t *st, const char *name, struct store_user *out);
+int store_user_get_id(store_t *st, int64_t id, struct store_user *out);
+/* Every user, sorted by name: *out malloc'd (free() it), *n entries. */
+int store_user_list(store_t *st, struct store_user **out, int *n);
+/* Adds a user; -EEXIST when the name is taken. With only_if_none, adds it only when there is
+ * no user at all (else -EEXIST), in the same transaction as the check. */
+int store_user_add(store_t *st, const char *name, const char *role, const char *pwhash,
+                   int64_t now_ms, bool only_if_none);
+/* Changes a user's role and/or password hash (NULL: unchanged). A new password ends every
+ * session of the user. -ENOENT, -EBUSY (the last admin would lose the role). */
+int store_user_update(store_t *st, const char *name, const char *role, const char *pwhash,
+                      int64_t now_ms);
+/* Deletes a user with their sessions and API tokens. -ENOENT, -EBUSY (the last admin). */
+int store_user_delete(store_t *st, const char *name);
+
+/* Records a session (id: 32 hex digits) and drops the expired ones. */
+int store_session_add(store_t *st, const char *sid, int64_t user_id, int64_t created_ms,
+                      int64_t expires_ms);
+/* -ENOENT when there is no such session (never made, logged out, or the user changed). */
+int store_session_get(store_t *st, const char *sid, int64_t *user_id, int64_t *expires_ms);
+/* Ends a session; ending one that does not exist is not an error. */
+int store_session_delete(store_t *st, const char *sid);
+
+/* Adds an API token (hash: its SHA-256 in hex) and returns its id. -EEXIST when the user
+ * already has a token of that name. */
+int store_token_add(store_t *st, int64_t user_id, const char *name, const char *role,
+                    const char *hash, int64_t now_ms, int64_t *id);
+/* The token with that hash; -ENOENT. */
+int store_token_find(store_t *st, const char *hash, struct store_api_token *out);
+/* Notes that a token was used at now_ms (written only when the last note is a minute old). */
+int store_token_touch(store_t *st, int64_t id, int64_t now_ms);
+/* The tokens of user_id (every user's when user_id < 0), by user name and id: *out malloc'd
+ * (free() it), *n entries. */
+int store_token_list(store_t *st, int64_t user_id, struct store_api_token **out, int *n);
+/* Deletes token id if it belongs to user_id (any user when user_id < 0); -ENOENT. */
+int store_token_delete(store_t *st, int64_t id, int64_t user_id);
+
+/* 0 when gateway gw is known (has sent anything), -ENOENT when not. */
+int store_gateway_exists(store_t *st, const char *gw);
+
+/* ---- registry, rollups and usage (registry.h, rollup.h, usage.h) -----------------------
+ * Sites (a time zone, an optional tariff) and the meter registry; the 5-minute, hourly and
+ * daily rollups that store_put_batch() keeps up to date inside its transaction; the
+ * retention tiers; the reads the usage API needs. Daily rollups are in the time zone of
+ * the meter's site (UTC without one) and are rebuilt when that changes. qty arguments are
+ * quantities.h indexes. Extra errors here: -EEXIST (taken), -EBUSY (a site still has
+ * meters), -ENXIO (the site named does not exist). */
+
+#define STORE_REG_NAME_MAX 32 /* a region, area or dwelling type, NUL included */
+#define STORE_TITLE_MAX 128   /* a site's display name, NUL included */
+#define STORE_CURRENCY_MAX 4  /* ISO 4217: "EUR" */
+#define STORE_REPLACED_MAX 16 /* replacement events listed per meter (the newest) */
+
+struct store_site {
+    char id[WIRE_ID_MAX];
+    char title[STORE_TITLE_MAX]; /* "" when not set */
+    char tz[TZ_NAME_MAX];
+    bool has_tariff;
+    double price; /* per kWh */
+    char currency[STORE_CURRENCY_MAX];
+    int64_t created_ms, updated_ms;
+    int meters; /* registered meters at the site (when listed) */
+};
+
+struct store_reg {
+    char id[WIRE_ID_MAX];
+    char gateway[WIRE_ID_MAX];
+    char site[WIRE_ID_MAX];
+    char region[STORE_REG_NAME_MAX], area[STORE_REG_NAME_MAX], dwelling[STORE_REG_NAME_MAX];
+    bool prepaid;
+    int64_t created_ms, updated_ms;
+    int nreplaced;
+    int64_t replaced[STORE_REPLACED_MAX]; /* ascending */
+};
+
+/* What the usage API needs to know of a meter. */
+struct store_meter_ctx {
+    int64_t id; /* the store's id; 0 when the meter has no readings yet */
+    bool registered, prepaid, has_tariff;
+    char site[WIRE_ID_MAX];
+    char tz[TZ_NAME_MAX]; /* the site's, or "UTC" */
+    double price;
+    char currency[STORE_CURRENCY_MAX];
+};
+
+/* Rules for rollups: steps longer than gap_ms are gaps; max_power_kw bounds a counter's
+ * plausible rise; readings older than m5_days (the 5-minute tier's retention; 0: no
+ * limit) are stored but do not update rollups, since the hours and days they fall in can
+ * no longer be folded again from 5-minute rows. Call before ingest starts; the defaults
+ * are 900 s, 1000 kW, 180 days. */
+void store_usage_config(store_t *st, int64_t gap_ms, double max_power_kw, int m5_days);
+
+/* Changes with every commit that may change rollups or the registry (for caches). */
+uint64_t store_generation(store_t *st);
+
+int store_site_list(store_t *st, struct store_site **out, int *n); /* free() *out */
+int store_site_get(store_t *st, const char *id, struct store_site *out);
+/* Creates (create: -EEXIST when it exists) or replaces (-ENOENT when it does not) site s.
+ * A new time zone rebuilds the daily rollups of the site's meters in the same transaction. */
+int store_site_put(store_t *st, const struct store_site *s, bool create, int64_t now_ms);
+int store_site_delete(store_t *st, const char *id);
+
+int store_reg_list(store_t *st, struct store_reg **out, int *n); /* free() *out */
+int store_reg_get(store_t *st, const char *id, struct store_reg *out);
+/* Registers (create) or changes a meter; r->replaced is ignored (store_reg_replaced). A
+ * change of site time zone rebuilds its daily rollups. -ENXIO: r->site does not exist. */
+int store_reg_put(store_t *st, const struct store_reg *r, bool create, int64_t now_ms);
+int store_reg_delete(store_t *st, const char *id);
+/* Records that meter id was replaced at ts (a new counter from then on) and recomputes the
+ * rollups around ts. The meter must be registered. */
+int store_reg_replaced(store_t *st, const char *id, int64_t ts);
+
+/* -ENOENT when the meter is neither registered nor seen. */
+int store_meter_ctx(store_t *st, const char *meter, struct store_meter_ctx *out);
+
+enum store_tier { STORE_TIER_5M, STORE_TIER_1H, STORE_TIER_1D };
+
+/* Rollup rows of tier t with from <= ts < to, ascending, at most max, into out. */
+int store_rollups(store_t *st, int64_t meter_id, int qty, enum store_tier t, int64_t from,
+                  int64_t to, int max, struct rollup_row *out, int *n);
+/* A chart point: rows of [ts, ts + width) summed up. */
+struct store_point4 {
+    int64_t ts;
+    double min, avg, max;
+    int64_t n;
+};
+/* Rollup rows of tier t with from <= ts < to summed up in SQL into buckets of width ms
+ * starting at from (which should be a row boundary of the tier), ascending, at most max. */
+int store_series(store_t *st, int64_t meter_id, int qty, enum store_tier t, int64_t from,
+                 int64_t to, int64_t width, int max, struct store_point4 *out, int *n);
+/* Gaps with to_ts >= from and from_ts < to, ascending by to_ts, at most max. */
+int store_gaps(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t to, int max,
+               struct usage_gap *out, int *n);
+/* Readings of one quantity with from <= ts < to, ascending, at most max; *has_prev and
+ * *prev: the reading before from. */
+int store_points(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t to, int max,
+                 struct rollup_point *out, int *n, struct rollup_point *prev, bool *has_prev);
+/* The first (from the hourly tier, which is never thinned) and newest ts of a quantity;
+ * -ENOENT when it has none. */
+int store_span(store_t *st, int64_t meter_id, int qty, int64_t *first, int64_t *last);
+
+/* Usage of a counter or balance over [a, b): whole local days [a, day_end) from daily
+ * rollups, [day_end, b) from 5-minute rollups and the raw readings of b's last 5 minutes;
+ * gaps that lie inside [a, b) count, those crossing its edges are counted in gaps_crossing. */
+struct store_sum {
+    double use, topup;
+    int64_t n;
+    int gaps_crossing;
+};
+int store_usage_sum(store_t *st, int64_t meter_id, int qty, int64_t a, int64_t day_end, int64_t b,
+                    struct store_sum *out);
+/* n such sums (out[i] for r[i]) in one read transaction: one snapshot, one lock. */
+struct store_sum_range {
+    int64_t a, day_end, b;
+};
+int store_usage_sums(store_t *st, int64_t meter_id, int qty, const struct store_sum_range *r, int n,
+                     struct store_sum *out);
+
+/* Up to limit whole readings of meter with from <= ts < to, oldest first (for export). */
+int store_readings_asc(store_t *st, const char *meter, int64_t from, int64_t to, int limit,
+                       struct store_reading **out, int *n);
+
+/* Applies the retention tiers at now_ms (days 0: keep for ever). */
+struct store_retention_result {
+    int64_t readings, rows;
+};
+int store_retention(store_t *st, int64_t now_ms, int raw_days, int m5_days, int hour_days,
+                    int day_days, struct store_retention_result *res);
 
 #endif

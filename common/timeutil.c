@@ -71,7 +71,7 @@ static int parse_epoch(const char *s, int64_t *ms)
         if (*p)
             return -EINVAL;
         *ms = v;
-        return 0;
+        return v > TIME_MAX_MS ? -EINVAL : 0;
     }
     *ms = v * 1000;
     if (*p == '.') {
@@ -85,7 +85,7 @@ static int parse_epoch(const char *s, int64_t *ms)
             p++;
         }
     }
-    return *p ? -EINVAL : 0;
+    return *p || *ms > TIME_MAX_MS ? -EINVAL : 0;
 }
 
 int time_parse(const char *s, int64_t *ms)
@@ -154,7 +154,8 @@ int time_parse(const char *s, int64_t *ms)
     tm.tm_sec = sec;
     t = timegm(&tm);
     *ms = ((int64_t)t - off) * 1000 + frac;
-    return 0;
+    /* an offset may move a time out of the years we write (time_format) */
+    return *ms < 0 || *ms > TIME_MAX_MS ? -EINVAL : 0;
 }
 
 char *time_format(int64_t ms, char *buf, size_t len)

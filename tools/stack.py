@@ -4,6 +4,10 @@ meter-agent and meter-cloud, each in one run folder, on free loopback ports.
 
 Used by `tools/dev demo` and by the integration tests (import it: Stack). Every process
 it starts is stopped by Stack.stop(), also when a test fails. Standard library only.
+
+meter-cloud's API needs a token: start_cloud() has meter-cloud create an admin with a
+random password (MLK_ADMIN_USER/MLK_ADMIN_PASSWORD) and logs in as it, and get() and
+request() send that admin's token unless told otherwise (token=None: no token).
 """
 import argparse
 import json
@@ -20,6 +24,7 @@ import urllib.request
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
+ADMIN = object()  # get()/request(): use the stack's admin token
 
 
 def free_port():
@@ -101,6 +106,13 @@ class Stack:
         self.pty = None
         self.users = {}
         self.served_log = os.path.join(self.dir, "served.jsonl")
+        # meter-cloud's first admin; no default password anywhere
+        self.admin_user = "admin"
+        self.admin_password = secrets.token_urlsafe(18)
+        self.token = None  # the admin's session token once the cloud is up
+        # cheap password hashes for tests (the default, 100000, costs ~50 ms a login);
+        # None leaves meter-cloud's default
+        self.pbkdf2_iterations = 1000
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -210,15 +222,20 @@ class Stack:
 
     # -- cloud --------------------------------------------------------------------
     def cloud_config(self):
-        return {
+        cfg = {
             "mqtt": {"host": "127.0.0.1", "port": self.broker_port, "prefix": self.prefix,
                      "client_id": "meter-cloud", "username": "meter-cloud",
                      "password": self.users["meter-cloud"]},
             "http": {"bind": "127.0.0.1", "port": 0, "port_file": self.path("http.port")},
             "store": {"path": self.path("cloud.db")},
         }
+        if self.pbkdf2_iterations:
+            cfg["auth"] = {"pbkdf2_iterations": self.pbkdf2_iterations}
+        return cfg
 
-    def start_cloud(self, config=None):
+    def start_cloud(self, config=None, login=True):
+        """Starts meter-cloud (creating the admin on a new store) and, with login, logs in
+        as the admin: self.token."""
         cfg = config or self.cloud_config()
         path = self.path("cloud.json")
         with open(path, "w") as f:
@@ -227,8 +244,10 @@ class Stack:
         portfile = self.path("http.port")
         if os.path.exists(portfile):
             os.unlink(portfile)
+        env = dict(os.environ, MLK_ADMIN_USER=self.admin_user,
+                   MLK_ADMIN_PASSWORD=self.admin_password)
         self._start("meter-cloud", [os.path.join(self.build, "cloud", "meter-cloud"),
-                                    "-d", "-f", path])
+                                    "-d", "-f", path], env=env)
 
         def listening():
             if not self.procs["meter-cloud"].alive():
@@ -238,6 +257,8 @@ class Stack:
             return self.get("/healthz")[0] == 200
 
         wait_for(listening, 30, "meter-cloud to answer /healthz")
+        if login:
+            self.token = self.login_token(self.admin_user, self.admin_password)
 
     def stop_cloud(self, sig=signal.SIGTERM):
         p = self.procs.pop("meter-cloud", None)
@@ -281,19 +302,68 @@ class Stack:
         return p.stop(sig) if p else None
 
     # -- HTTP ---------------------------------------------------------------------
-    def get(self, path, token=None):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+    def get(self, path, token=ADMIN):
+        """GET path; returns (status, JSON body). token: ADMIN (the stack's admin), None
+        (no Authorization header) or a token."""
+        code, body, _ = self.request("GET", path, token=token)
+        return code, body
+
+    def request(self, method, path, body=None, token=ADMIN, headers=None, timeout=30):
+        """One HTTP request; body: a JSON-able value, or bytes sent as they are. Returns
+        (status, JSON body or text, {header: value} with lowercase names)."""
+        if token is ADMIN:
+            token = self.token
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data,
+                                     method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
         if token:
             req.add_header("Authorization", "Bearer " + token)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read() or b"null")
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                raw, code, hdrs = r.read(), r.status, r.headers
         except urllib.error.HTTPError as e:
-            body = e.read()
-            try:
-                return e.code, json.loads(body)
-            except ValueError:
-                return e.code, body.decode("utf-8", "replace")
+            raw, code, hdrs = e.read(), e.code, e.headers
+        hdrs = {k.lower(): v for k, v in hdrs.items()}
+        try:
+            return code, json.loads(raw or b"null"), hdrs
+        except ValueError:
+            return code, raw.decode("utf-8", "replace"), hdrs
+
+    def login(self, user, password):
+        """POST /api/v1/login; returns (status, body, headers)."""
+        return self.request("POST", "/api/v1/login", {"username": user, "password": password},
+                            token=None)
+
+    def login_token(self, user, password):
+        code, body, _ = self.login(user, password)
+        if code != 200:
+            raise RuntimeError(f"login as {user} failed: {code} {body}")
+        return body["token"]
+
+    def add_cloud_user(self, name, role, password=None):
+        """Creates a meter-cloud user (as the admin); returns its password."""
+        password = password or secrets.token_urlsafe(18)
+        code, body, _ = self.request("POST", "/api/v1/users",
+                                     {"name": name, "role": role, "password": password})
+        if code != 201:
+            raise RuntimeError(f"creating user {name} failed: {code} {body}")
+        return password
+
+    def make_api_token(self, name, role=None, token=ADMIN):
+        """Creates an API token (as the owner of token); returns (id, secret)."""
+        body = {"name": name}
+        if role:
+            body["role"] = role
+        code, body, _ = self.request("POST", "/api/v1/tokens", body, token=token)
+        if code != 201:
+            raise RuntimeError(f"creating token {name} failed: {code} {body}")
+        return body["id"], body["token"]
 
     # -- teardown -----------------------------------------------------------------
     def stop(self):
@@ -336,6 +406,16 @@ def demo(args):
     workdir = os.path.abspath(args.dir)
     os.makedirs(workdir, exist_ok=True)
     st = Stack(args.build, workdir=workdir)
+    st.pbkdf2_iterations = None  # meter-cloud's default: a real password hash
+    # The run folder (and its store) outlives a demo: so does the admin's random password.
+    pwfile = st.path("admin.password")
+    if os.path.exists(pwfile):
+        with open(pwfile) as f:
+            st.admin_password = f.read().strip()
+    else:
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(st.admin_password + "\n")
     stop = []
     signal.signal(signal.SIGINT, lambda *a: stop.append(1))
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
@@ -352,6 +432,9 @@ Meterlink demo is running (run folder {workdir}):
   API:        {base}/api/v1/meters
   readings:   {base}/api/v1/meters/house/readings?limit=5
   health:     {base}/healthz
+  login:      user {st.admin_user}, password {st.admin_password} (also in {pwfile})
+  token:      {st.token}
+              (curl -H "Authorization: Bearer <token>" {base}/api/v1/meters; docs/api.md)
   broker:     127.0.0.1:{st.broker_port} (accounts in {st.path('mosquitto.passwd')})
   meters:     {', '.join(m[0] for m in DEMO_METERS)} (meter-sim: TCP {st.tcp_endpoint}, RTU {st.pty})
 Press Ctrl-C to stop everything.""", flush=True)

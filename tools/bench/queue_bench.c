@@ -518,7 +518,7 @@ int main(int argc, char **argv)
 
     /* Readings per case: durable with one reading per call is one fsync per reading. */
     for (int b = 0; b < NB; b++) {
-        long big = (long)(200000 * op.scale), one = (long)(2000 * op.scale);
+        long big = (long)(100000 * op.scale), one = (long)(1000 * op.scale);
         counts[b][C_DURABLE] = batches[b] == 1 ? one : batches[b] == 100 ? big / 2 : big;
         counts[b][C_MEMORY] = batches[b] == 1 ? big / 4 : big;
         counts[b][C_PYTHON] = counts[b][C_DURABLE];
