@@ -429,6 +429,7 @@ def demo(args):
         base = f"http://127.0.0.1:{st.http_port}"
         print(f"""
 Meterlink demo is running (run folder {workdir}):
+  dashboard:  {base}/
   API:        {base}/api/v1/meters
   readings:   {base}/api/v1/meters/house/readings?limit=5
   health:     {base}/healthz
