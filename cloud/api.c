@@ -18,6 +18,7 @@
 
 #include "api_int.h"
 #include "auth.h"
+#include "events.h"
 #include "log.h"
 #include "msg.h"
 #include "timeutil.h"
@@ -699,6 +700,8 @@ static const struct api_route *const route_tables[] = {
     core_routes,
     api_auth_routes,
     api_cmd_routes,
+    api_admin_routes,
+    api_stream_routes,
 };
 /* clang-format on */
 
@@ -965,8 +968,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     struct req_state *s = *con_cls;
     char b[48];
 
-    if (!s)
+    if (!s) {
+        api_metrics_begin();
         return begin(cls, c, url, method, con_cls);
+    }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         char *nb;
@@ -1003,6 +1008,7 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     struct req_state *s = *con_cls;
 
+    api_metrics_done(c); /* every request ends here, answered from begin() or not */
     if (!s)
         return;
     if (s->body) {
@@ -1050,6 +1056,7 @@ int api_start(const struct cfg_http *cfg, store_t *st, ingest_t *in, auth_t *aut
     a->in = in;
     a->auth = auth;
     a->cfg = *cfg;
+    events_open();
     if (web_open(cfg->web_root, &a->web, err, errlen) < 0) {
         free(a);
         return -ENOENT;
@@ -1087,6 +1094,7 @@ void api_stop(api_t *a)
         return;
     /* commands waiting for a gateway end now, so that their threads can be joined */
     ingest_commands_close(a->in);
+    events_close(); /* live streams end within a wait (api_stream.c) */
     if (a->d)
         MHD_stop_daemon(a->d);
     web_close(a->web); /* after the server: responses point into it */

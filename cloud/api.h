@@ -36,4 +36,9 @@ void api_stop(api_t *a);
  * server. NULL gives the defaults (empty lists). */
 void api_usage_setup(const struct cfg_rollup *roll, const struct cfg_registry *reg);
 
+/* The backups the admin endpoints make and serve (api_admin.c); b must outlive the server.
+ * Call before api_start(); NULL (the default) answers 503 there. */
+struct backup;
+void api_admin_setup(struct backup *b);
+
 #endif

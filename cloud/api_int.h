@@ -73,8 +73,15 @@ struct api_route {
 /* The route tables of the api_*.c files, each ended by an entry with method NULL. */
 extern const struct api_route api_auth_routes[];     /* api_auth.c: login, tokens, users */
 extern const struct api_route api_cmd_routes[];      /* api_cmd.c: gateway commands */
+extern const struct api_route api_admin_routes[];    /* api_admin.c: backups, maintenance */
 extern const struct api_route api_registry_routes[]; /* api_registry.c: meters, sites */
 extern const struct api_route api_usage_routes[];    /* api_usage.c: usage, KPIs, series */
+extern const struct api_route api_stream_routes[];   /* api_stream.c: SSE stream, metrics */
+
+/* api_stream.c's request metrics: api_metrics_begin() when a request starts, and
+ * api_metrics_done() when it completes (on the connection's thread). */
+void api_metrics_begin(void);
+void api_metrics_done(struct MHD_Connection *c);
 
 /* Sends root (consumed) as JSON with status; a 500 when it is NULL (out of memory). */
 enum MHD_Result api_send_json(struct MHD_Connection *c, unsigned int status, cJSON *root);

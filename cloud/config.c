@@ -100,6 +100,12 @@ static const struct opt opts[] = {
      false, NULL, 10000, "a time in ms (100..120000)"},
     {"store", "path", OPT_STR, STR_FIELD(store, path), 0, 0, check_no_ctl, false,
      "/var/lib/meterlink/cloud.db", 0, "a file path"},
+    {"backup", "dir", OPT_STR_NULL, STR_FIELD(backup, dir), 0, 0, check_no_ctl, false, NULL, 0,
+     "null (the store's folder/backups) or a folder path"},
+    {"backup", "interval_s", OPT_INT, INT_FIELD(backup, interval_s), 60, 2592000, NULL, false, NULL,
+     86400, "a time in s (60..2592000, 30 days)"},
+    {"backup", "keep", OPT_INT, INT_FIELD(backup, keep), 1, 1000, NULL, false, NULL, 7,
+     "a count (1..1000)"},
     {"ingest", "gap_grace_ms", OPT_INT, INT_FIELD(ingest, gap_grace_ms), 100, 604800000, NULL,
      false, NULL, 300000, "a time in ms (100..604800000, 7 days)"},
     {"auth", "pbkdf2_iterations", OPT_INT, INT_FIELD(auth, pbkdf2_iterations), 1000, 10000000, NULL,
@@ -132,8 +138,8 @@ static const struct opt opts[] = {
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
-static const char *const sections[] = {"mqtt", "http",   "store",   "ingest",
-                                       "auth", "rollup", "registry"};
+static const char *const sections[] = {"mqtt",   "http", "store",  "backup",
+                                       "ingest", "auth", "rollup", "registry"};
 
 struct ctx {
     const char *file;

@@ -44,6 +44,13 @@ struct cfg_store {
     char path[CFG_PATH_MAX];
 };
 
+/* Online backups of the store (backup.h). dir "": "<folder of store.path>/backups". */
+struct cfg_backup {
+    char dir[CFG_PATH_MAX];
+    int interval_s; /* between periodic backups */
+    int keep;       /* the newest this many are kept */
+};
+
 struct cfg_ingest {
     int gap_grace_ms; /* a missing seq range open this long is a data gap event */
 };
@@ -89,6 +96,7 @@ struct cfg {
     struct cfg_mqtt mqtt;
     struct cfg_http http;
     struct cfg_store store;
+    struct cfg_backup backup;
     struct cfg_ingest ingest;
     struct cfg_auth auth;
     struct cfg_rollup rollup;

@@ -14,6 +14,7 @@
  */
 #include "ingest.h"
 
+#include "events.h"
 #include "log.h"
 #include "msg.h"
 #include "timeutil.h"
@@ -60,6 +61,10 @@ struct ingest {
     bool thread_started;
     pthread_mutex_t mu; /* with cond: wakes the thread from its reconnect delay */
     pthread_cond_t cond;
+    /* maintenance mode: under maint_mu, a batch is either kept pending or stored, and the
+     * pending ones are applied before any later batch (ingest_set_maintenance) */
+    pthread_mutex_t maint_mu;
+    bool maint;
     atomic_bool stop;
     atomic_bool connected;
 
@@ -254,8 +259,33 @@ static void clean_errors(struct reading *r, int n)
                 *p = '?';
 }
 
-static void on_readings(ingest_t *in, const char *gw, const char *payload, size_t len)
+/* During maintenance: keeps the batch pending, unacked (the gateway keeps it until a later
+ * ack says it is stored). Returns false when maintenance is off. */
+static bool keep_pending(ingest_t *in, const char *gw, const char *payload, size_t len)
 {
+    int rc;
+    char err[200];
+
+    pthread_mutex_lock(&in->maint_mu);
+    if (!in->maint) {
+        pthread_mutex_unlock(&in->maint_mu);
+        return false;
+    }
+    rc = store_pending_add(in->st, gw, payload, len, now_ms());
+    pthread_mutex_unlock(&in->maint_mu);
+    if (rc < 0) {
+        snprintf(err, sizeof(err), "batch not kept pending: %s", strerror(-rc));
+        reject(in, IC_STORE, 1, gw, err);
+    }
+    return true;
+}
+
+/* Parses, stores and acks one batch. applying: it comes from the pending table (never kept
+ * pending again). Returns 0, or the store's error when the batch could not be stored for a
+ * reason that may pass (a rejected batch returns 0: storing it again would not help). */
+static int on_readings(ingest_t *in, const char *gw, const char *payload, size_t len, bool applying)
+{
+    int ret = 0;
     struct wire_batch b;
     struct store_put_result res;
     char err[200];
@@ -264,17 +294,17 @@ static void on_readings(ingest_t *in, const char *gw, const char *payload, size_
     if (len > WIRE_MAX_PAYLOAD) {
         snprintf(err, sizeof(err), "payload of %zu bytes exceeds %d", len, WIRE_MAX_PAYLOAD);
         reject(in, IC_ENVELOPE, 1, gw, err);
-        return;
+        return 0;
     }
     if (len && memchr(payload, '\0', len)) {
         /* JSON text never holds a NUL byte; cJSON would skip a leading one as white space */
         reject(in, IC_ENVELOPE, 1, gw, "payload contains a NUL byte");
-        return;
+        return 0;
     }
     err[0] = '\0';
     if (wire_parse_batch(payload, len, &b, err, sizeof(err)) < 0) {
         reject(in, IC_ENVELOPE, 1, gw, err[0] ? err : "unusable payload");
-        return;
+        return 0;
     }
     if (strcmp(b.gw, gw) != 0) {
         /* a gateway may only speak for itself: the broker ACL ties it to its topic */
@@ -282,6 +312,8 @@ static void on_readings(ingest_t *in, const char *gw, const char *payload, size_
         reject(in, IC_GW_MISMATCH, 1, gw, err);
         goto done;
     }
+    if (!applying && keep_pending(in, gw, payload, len))
+        goto done;
     if (b.nrejected)
         reject_readings(in, gw, &b);
     clean_errors(b.readings, b.n);
@@ -300,6 +332,7 @@ static void on_readings(ingest_t *in, const char *gw, const char *payload, size_
     if (rc < 0) {
         snprintf(err, sizeof(err), "batch of %d readings not stored: %s", b.n, strerror(-rc));
         reject(in, IC_STORE, 1, gw, err);
+        ret = rc;
         goto done;
     }
     atomic_fetch_add(&in->batches, 1);
@@ -308,8 +341,11 @@ static void on_readings(ingest_t *in, const char *gw, const char *payload, size_
     log_debug("ingest: %s: stream %s: %d stored, %d new seqs, %d duplicate, %d rejected", gw,
               b.stream, res.inserted, res.received, res.duplicates, b.nrejected);
     publish_ack(in, gw, &res.ack);
+    if (res.inserted > 0)
+        events_publish_batch(gw, b.readings, b.n); /* committed: the live stream may see it */
 done:
     wire_batch_free(&b);
+    return ret;
 }
 
 static void on_loss(ingest_t *in, const char *gw, const char *payload, size_t len)
@@ -436,8 +472,10 @@ static void on_status(ingest_t *in, const char *gw, const char *payload, size_t 
         goto done;
     }
     atomic_fetch_add(&in->statuses, 1);
-    if (changed)
+    if (changed) {
         log_info("ingest: gateway %s is %s", gw, state->valuestring);
+        events_publish_status(gw, state->valuestring, when);
+    }
     if (strcmp(state->valuestring, "online") == 0)
         ack_streams(in, gw);
 done:
@@ -504,7 +542,7 @@ static void on_message(struct mosquitto *mosq, void *arg, const struct mosquitto
     }
     switch (k) {
     case T_READINGS:
-        on_readings(in, gw, m->payload, (size_t)m->payloadlen);
+        on_readings(in, gw, m->payload, (size_t)m->payloadlen, false);
         break;
     case T_STATUS:
         on_status(in, gw, m->payload, (size_t)m->payloadlen);
@@ -668,6 +706,10 @@ int ingest_start(const struct cfg_mqtt *cfg, const struct cfg_ingest *icfg, stor
         return -ENOMEM;
     in->cfg = *cfg;
     in->st = st;
+    if ((rc = store_maint_get(st, &in->maint)) < 0) {
+        free(in);
+        return rc;
+    }
     in->gap_grace_ms = icfg->gap_grace_ms;
     in->delay_s = DELAY_MIN_S;
     atomic_init(&in->stop, false);
@@ -675,6 +717,7 @@ int ingest_start(const struct cfg_mqtt *cfg, const struct cfg_ingest *icfg, stor
     for (size_t i = 0; i < sizeof(in->sub) / sizeof(in->sub[0]); i++)
         snprintf(in->sub[i], sizeof(in->sub[i]), "%s/+/%s", cfg->prefix, kinds[i]);
     pthread_mutex_init(&in->mu, NULL);
+    pthread_mutex_init(&in->maint_mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&in->cond, &ca);
@@ -732,6 +775,7 @@ void ingest_stop(ingest_t *in)
     mosquitto_lib_cleanup();
     pthread_cond_destroy(&in->cond);
     pthread_mutex_destroy(&in->mu);
+    pthread_mutex_destroy(&in->maint_mu);
     for (int i = 0; i < INGEST_CMD_PENDING_MAX; i++)
         free(in->cmds[i].reply);
     pthread_cond_destroy(&in->cmd_cond);
@@ -880,4 +924,55 @@ void ingest_commands_close(ingest_t *in)
     in->cmd_closed = true;
     pthread_cond_broadcast(&in->cmd_cond);
     pthread_mutex_unlock(&in->cmd_mu);
+}
+
+/* ---- Maintenance mode (ingest.h) ---- */
+
+bool ingest_maintenance(ingest_t *in)
+{
+    bool on;
+
+    pthread_mutex_lock(&in->maint_mu);
+    on = in->maint;
+    pthread_mutex_unlock(&in->maint_mu);
+    return on;
+}
+
+int ingest_set_maintenance(ingest_t *in, bool on, int *applied)
+{
+    struct store_pending p;
+    int rc = 0;
+
+    *applied = 0;
+    /* held throughout: a batch arriving now waits, then is stored after every pending one */
+    pthread_mutex_lock(&in->maint_mu);
+    if (on) {
+        if ((rc = store_maint_set(in->st, true)) == 0)
+            in->maint = true;
+        goto done;
+    }
+    /* bounded by the pending rows: none can be added while maint_mu is held */
+    for (;;) {
+        rc = store_pending_first(in->st, &p);
+        if (rc == -ENOENT) {
+            rc = 0;
+            break;
+        }
+        if (rc < 0)
+            break;
+        rc = on_readings(in, p.gateway, p.payload, p.len, true);
+        /* delete only after the batch is stored: a crash in between applies it again, which
+         * stores nothing twice */
+        if (rc == 0)
+            rc = store_pending_delete(in->st, p.id);
+        free(p.payload);
+        if (rc < 0)
+            break;
+        (*applied)++;
+    }
+    if (rc == 0 && (rc = store_maint_set(in->st, false)) == 0)
+        in->maint = false;
+done:
+    pthread_mutex_unlock(&in->maint_mu);
+    return rc;
 }

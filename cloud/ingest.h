@@ -104,4 +104,12 @@ int ingest_command(ingest_t *in, const char *gw, const char *cmd, const char *ar
  * Call before stopping the threads that wait in it (the HTTP server). */
 void ingest_commands_close(ingest_t *in);
 
+/* Maintenance mode: while on, readings batches are kept pending in the store, not acked
+ * (store.h). ingest_set_maintenance(in, true) turns it on (kept in the store: a restart keeps
+ * it); (in, false) applies every pending batch in order through the normal path, acks as
+ * usual, deletes them, then turns it off; *applied counts them. On an error (0 or negative
+ * errno) maintenance stays on and the batches not applied stay pending. */
+bool ingest_maintenance(ingest_t *in);
+int ingest_set_maintenance(ingest_t *in, bool on, int *applied);
+
 #endif

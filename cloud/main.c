@@ -13,6 +13,7 @@
  */
 #include "api.h"
 #include "auth.h"
+#include "backup.h"
 #include "config.h"
 #include "ingest.h"
 #include "log.h"
@@ -275,6 +276,7 @@ int main(int argc, char **argv)
     auth_t *auth = NULL;
     api_t *api = NULL;
     rollup_job_t *job = NULL;
+    backup_t *bk = NULL;
     sigset_t waitmask;
     char err[512];
 
@@ -376,6 +378,11 @@ int main(int argc, char **argv)
             goto done;
         }
     }
+    if ((rc = backup_start(&cfg->backup, cfg->store.path, st, &bk)) < 0) {
+        log_warnx("backup: cannot start: %s", strerror(-rc));
+        goto done;
+    }
+    api_admin_setup(bk);
     api_usage_setup(&cfg->rollup, &cfg->registry);
     if ((rc = api_start(&cfg->http, st, in, auth, &api, err, sizeof(err))) < 0) {
         log_warnx("http: %s", err);
@@ -405,6 +412,7 @@ done:
     if (in)
         log_stats(in);
     ingest_stop(in);
+    backup_stop(bk);
     rollup_job_stop(job);
     auth_close(auth);
     store_close(st);

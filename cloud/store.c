@@ -61,6 +61,7 @@
 #include "tz.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -372,6 +373,7 @@ struct store {
     struct conn w, r;
     struct conn a; /* users, sessions, API tokens: see the block at the end of this file */
     struct store_usage *usage; /* registry, rollups, usage: see the block at the end */
+    struct store_admin *adm;   /* maintenance, pending batches, backups: the block at the end */
     int qty_db[QTY_MAX];       /* quantities.h index -> quantities.id */
     int qty_idx[QTY_DB_MAX];   /* quantities.id -> quantities.h index, or -1 */
     /* writer's scratch, used under w.mu only; kept to reuse the memory */
@@ -590,6 +592,8 @@ fail:
 static int auth_open_conn(store_t *st, const char *path, char *err, size_t errlen);
 /* registry, rollups and usage: the block at the end of this file */
 static int usage_open(store_t *st, const char *path, char *err, size_t errlen);
+static int admin_open(store_t *st, const char *path, char *err, size_t errlen);
+static void admin_close(store_t *st);
 static void usage_close(store_t *st);
 
 int store_open(const char *path, store_t **out, char *err, size_t errlen)
@@ -625,6 +629,8 @@ int store_open(const char *path, store_t **out, char *err, size_t errlen)
         goto fail;
     if ((rc = usage_open(st, path, err, errlen)) < 0)
         goto fail;
+    if ((rc = admin_open(st, path, err, errlen)) < 0)
+        goto fail;
     *out = st;
     return 0;
 fail:
@@ -636,6 +642,7 @@ void store_close(store_t *st)
 {
     if (!st)
         return;
+    admin_close(st);
     usage_close(st);
     close_conn(&st->a);
     close_conn(&st->r);
@@ -3969,5 +3976,279 @@ int store_retention(store_t *st, int64_t now_ms, int raw_days, int m5_days, int 
         rc = u_end(st, rc);
     }
     free(ids);
+    return rc;
+}
+
+/* ---- Maintenance mode, pending batches and backups ---------------------------------------
+ *
+ * Its own connection (adm->db, under adm->mu): the pending table is written while the
+ * writer may be busy elsewhere, and SQLite's busy timeout orders the two. The maintenance
+ * flag is a row of admin_state, so a restart keeps it. A backup reads through a connection
+ * of its own, opened read-only for that backup, so no reader or writer waits for it longer
+ * than one step. */
+
+#define BACKUP_STEP_PAGES 256 /* pages copied per step; the writer may run in between */
+#define BACKUP_BUSY_MAX 200   /* steps that may find the database busy before giving up */
+
+struct store_admin {
+    sqlite3 *db;
+    pthread_mutex_t mu;
+    char path[PATH_MAX];
+};
+
+static const char admin_schema[] =
+    "CREATE TABLE IF NOT EXISTS admin_state(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS pending("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " gateway TEXT NOT NULL,"
+    " payload BLOB NOT NULL,"
+    " received_ms INTEGER NOT NULL);";
+
+static int admin_open(store_t *st, const char *path, char *err, size_t errlen)
+{
+    struct store_admin *x;
+    int rc;
+
+    if (strlen(path) >= sizeof(x->path)) {
+        snprintf(err, errlen, "store path too long");
+        return -ENAMETOOLONG;
+    }
+    x = calloc(1, sizeof(*x));
+    if (!x) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    if (pthread_mutex_init(&x->mu, NULL) != 0) {
+        free(x);
+        snprintf(err, errlen, "cannot create a mutex");
+        return -ENOMEM;
+    }
+    snprintf(x->path, sizeof(x->path), "%s", path);
+    st->adm = x;
+    rc = sqlite3_open_v2(path, &x->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s", x->db ? sqlite3_errmsg(x->db) : "out of memory");
+        return -EIO;
+    }
+    sqlite3_extended_result_codes(x->db, 1);
+    sqlite3_busy_timeout(x->db, BUSY_TIMEOUT_MS);
+    return exec(x->db, admin_schema, err, errlen);
+}
+
+static void admin_close(store_t *st)
+{
+    struct store_admin *x = st->adm;
+
+    if (!x)
+        return;
+    if (x->db)
+        sqlite3_close(x->db);
+    pthread_mutex_destroy(&x->mu);
+    free(x);
+    st->adm = NULL;
+}
+
+/* Prepares sql on the admin connection; caller holds adm->mu. */
+static sqlite3_stmt *admin_prepare(store_t *st, const char *sql)
+{
+    sqlite3_stmt *s = NULL;
+
+    if (sqlite3_prepare_v2(st->adm->db, sql, -1, &s, NULL) != SQLITE_OK) {
+        dberr(st->adm->db, "prepare admin statement");
+        return NULL;
+    }
+    return s;
+}
+
+int store_maint_get(store_t *st, bool *on)
+{
+    sqlite3_stmt *s;
+    int rc = -EIO, step;
+
+    *on = false;
+    pthread_mutex_lock(&st->adm->mu);
+    s = admin_prepare(st, "SELECT value FROM admin_state WHERE key='maintenance'");
+    if (s) {
+        step = sqlite3_step(s);
+        if (step == SQLITE_ROW)
+            *on = sqlite3_column_int64(s, 0) != 0;
+        if (step == SQLITE_ROW || step == SQLITE_DONE)
+            rc = 0;
+        else
+            dberr(st->adm->db, "read maintenance flag");
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->adm->mu);
+    return rc;
+}
+
+int store_maint_set(store_t *st, bool on)
+{
+    sqlite3_stmt *s;
+    int rc = -EIO;
+
+    pthread_mutex_lock(&st->adm->mu);
+    s = admin_prepare(st, "INSERT INTO admin_state(key, value) VALUES('maintenance', ?1)"
+                          " ON CONFLICT(key) DO UPDATE SET value=excluded.value");
+    if (s) {
+        sqlite3_bind_int(s, 1, on);
+        rc = step_done(st->adm->db, s, "write maintenance flag");
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->adm->mu);
+    return rc;
+}
+
+int store_pending_add(store_t *st, const char *gw, const char *payload, size_t len, int64_t recv_ms)
+{
+    sqlite3_stmt *s;
+    int rc = -EIO;
+
+    if (len > STORE_PENDING_PAYLOAD_MAX)
+        return -EINVAL;
+    pthread_mutex_lock(&st->adm->mu);
+    s = admin_prepare(st, "INSERT INTO pending(gateway, payload, received_ms) VALUES(?1, ?2, ?3)");
+    if (s) {
+        sqlite3_bind_text(s, 1, gw, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 2, len ? payload : "", (int)len, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, recv_ms);
+        rc = step_done(st->adm->db, s, "insert pending batch");
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->adm->mu);
+    return rc;
+}
+
+int store_pending_first(store_t *st, struct store_pending *out)
+{
+    sqlite3_stmt *s;
+    int rc = -EIO, step;
+
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&st->adm->mu);
+    s = admin_prepare(st, "SELECT id, gateway, payload, received_ms FROM pending"
+                          " ORDER BY id LIMIT 1");
+    if (!s)
+        goto done;
+    step = sqlite3_step(s);
+    if (step == SQLITE_DONE) {
+        rc = -ENOENT;
+        goto done;
+    }
+    if (step != SQLITE_ROW) {
+        dberr(st->adm->db, "read pending batch");
+        goto done;
+    }
+    out->id = sqlite3_column_int64(s, 0);
+    copy_text(out->gateway, sizeof(out->gateway), sqlite3_column_text(s, 1));
+    out->len = (size_t)sqlite3_column_bytes(s, 2);
+    out->payload = malloc(out->len + 1);
+    if (!out->payload) {
+        rc = -ENOMEM;
+        goto done;
+    }
+    if (out->len)
+        memcpy(out->payload, sqlite3_column_blob(s, 2), out->len);
+    out->payload[out->len] = '\0';
+    out->received_ms = sqlite3_column_int64(s, 3);
+    rc = 0;
+done:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->adm->mu);
+    return rc;
+}
+
+int store_pending_delete(store_t *st, int64_t id)
+{
+    sqlite3_stmt *s;
+    int rc = -EIO;
+
+    pthread_mutex_lock(&st->adm->mu);
+    s = admin_prepare(st, "DELETE FROM pending WHERE id=?1");
+    if (s) {
+        sqlite3_bind_int64(s, 1, id);
+        rc = step_done(st->adm->db, s, "delete pending batch");
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->adm->mu);
+    return rc;
+}
+
+int store_pending_count(store_t *st, int64_t *n)
+{
+    sqlite3_stmt *s;
+    int rc = -EIO;
+
+    *n = 0;
+    pthread_mutex_lock(&st->adm->mu);
+    s = admin_prepare(st, "SELECT count(*) FROM pending");
+    if (s && sqlite3_step(s) == SQLITE_ROW) {
+        *n = sqlite3_column_int64(s, 0);
+        rc = 0;
+    } else if (s) {
+        dberr(st->adm->db, "count pending batches");
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&st->adm->mu);
+    return rc;
+}
+
+int store_backup(store_t *st, const char *dst_path)
+{
+    sqlite3 *src = NULL, *dst = NULL;
+    sqlite3_backup *b = NULL;
+    int rc = -EIO, step, busy = 0;
+
+    if (sqlite3_open_v2(st->adm->path, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        log_warnx("store: backup: cannot open %s", st->adm->path);
+        goto done;
+    }
+    sqlite3_busy_timeout(src, BUSY_TIMEOUT_MS);
+    if (sqlite3_open_v2(dst_path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        log_warnx("store: backup: cannot open %s", dst_path);
+        goto done;
+    }
+    b = sqlite3_backup_init(dst, "main", src, "main");
+    if (!b) {
+        dberr(dst, "backup init");
+        goto done;
+    }
+    for (;;) {
+        step = sqlite3_backup_step(b, BACKUP_STEP_PAGES);
+        if (step == SQLITE_DONE)
+            break;
+        if (step == SQLITE_OK)
+            continue;
+        if ((step == SQLITE_BUSY || step == SQLITE_LOCKED) && ++busy < BACKUP_BUSY_MAX) {
+            sqlite3_sleep(25);
+            continue;
+        }
+        log_warnx("store: backup step: %s", sqlite3_errstr(step));
+        goto done;
+    }
+    if (sqlite3_backup_finish(b) != SQLITE_OK) {
+        b = NULL;
+        dberr(dst, "backup finish");
+        goto done;
+    }
+    b = NULL;
+    /* a single file, without -wal and -shm, is what a download and a restore want */
+    {
+        char e[200];
+        if (exec(dst, "PRAGMA journal_mode=DELETE", e, sizeof(e)) < 0) {
+            log_warnx("store: backup: %s", e);
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    if (b)
+        sqlite3_backup_finish(b);
+    if (dst && sqlite3_close(dst) != SQLITE_OK)
+        rc = -EIO;
+    if (src)
+        sqlite3_close(src);
     return rc;
 }

@@ -422,4 +422,36 @@ struct store_retention_result {
 int store_retention(store_t *st, int64_t now_ms, int raw_days, int m5_days, int hour_days,
                     int day_days, struct store_retention_result *res);
 
+/* ---- Maintenance mode, pending batches and backups (backup.h, ingest.h) ----
+ *
+ * While maintenance is on, ingest keeps each readings batch as it came (a pending row:
+ * gateway, raw payload, receive time) and acks nothing; when it ends, the rows are applied
+ * in id order through the normal path and deleted one by one after their batch is stored.
+ * Applying one twice stores nothing twice (the readings' meter and ts, and their seqs, are
+ * already counted). */
+#define STORE_PENDING_PAYLOAD_MAX WIRE_MAX_PAYLOAD
+
+struct store_pending {
+    int64_t id;
+    char gateway[WIRE_ID_MAX];
+    int64_t received_ms;
+    char *payload; /* NUL-terminated copy, len bytes before the NUL; free() it */
+    size_t len;
+};
+
+/* The maintenance flag, kept in the store. */
+int store_maint_get(store_t *st, bool *on);
+int store_maint_set(store_t *st, bool on);
+/* Keeps one batch as pending (one row, one transaction). -EINVAL: payload too long. */
+int store_pending_add(store_t *st, const char *gw, const char *payload, size_t len,
+                      int64_t recv_ms);
+/* The oldest pending batch; -ENOENT when there is none. */
+int store_pending_first(store_t *st, struct store_pending *out);
+int store_pending_delete(store_t *st, int64_t id);
+int store_pending_count(store_t *st, int64_t *n);
+/* Copies the whole database, online, into the existing (empty) file dst_path with SQLite's
+ * backup API, through a read-only connection of its own. The copy is in rollback-journal
+ * mode: one file. Does not fsync, rename or chmod: backup.c does. */
+int store_backup(store_t *st, const char *dst_path);
+
 #endif
