@@ -404,6 +404,46 @@ static enum MHD_Result h_site_delete(struct api_req *r)
     return deleted(r, r->param[0]);
 }
 
+/* The choices the registry accepts, for forms: regions with their areas, dwelling types. */
+static enum MHD_Result h_options(struct api_req *r)
+{
+    const struct cfg_registry *g = apx_registry;
+    enum MHD_Result ret;
+    cJSON *root, *regions, *dw;
+
+    if (api_no_params(r, &ret) < 0)
+        return ret;
+    root = cJSON_CreateObject();
+    if (!root || !(regions = cJSON_AddArrayToObject(root, "regions")) ||
+        !(dw = cJSON_AddArrayToObject(root, "dwelling_types")))
+        goto fail;
+    for (int i = 0; g && i < g->nregions; i++) {
+        cJSON *o = cJSON_CreateObject(), *areas;
+        if (!o)
+            goto fail;
+        cJSON_AddItemToArray(regions, o);
+        if (!cJSON_AddStringToObject(o, "name", g->regions[i].name) ||
+            !(areas = cJSON_AddArrayToObject(o, "areas")))
+            goto fail;
+        for (int j = 0; j < g->regions[i].nareas; j++) {
+            cJSON *a = cJSON_CreateString(g->regions[i].areas[j]);
+            if (!a)
+                goto fail;
+            cJSON_AddItemToArray(areas, a);
+        }
+    }
+    for (int i = 0; g && i < g->ndwellings; i++) {
+        cJSON *d = cJSON_CreateString(g->dwellings[i]);
+        if (!d)
+            goto fail;
+        cJSON_AddItemToArray(dw, d);
+    }
+    return api_send_json(r->c, MHD_HTTP_OK, root);
+fail:
+    cJSON_Delete(root);
+    return api_send_error(r->c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+}
+
 /* Listed before api.c's core routes: GET /api/v1/meters is this file's (with the registry). */
 const struct api_route api_registry_routes[] = {
     {"GET", "/api/v1/meters", AUTH_ROLE_VIEWER, h_meters},
@@ -416,5 +456,6 @@ const struct api_route api_registry_routes[] = {
     {"GET", "/api/v1/sites/{site}", AUTH_ROLE_VIEWER, h_site},
     {"PATCH", "/api/v1/sites/{site}", AUTH_ROLE_OPERATOR, h_site_patch},
     {"DELETE", "/api/v1/sites/{site}", AUTH_ROLE_OPERATOR, h_site_delete},
+    {"GET", "/api/v1/registry/options", AUTH_ROLE_VIEWER, h_options},
     {NULL, NULL, AUTH_ROLE_NONE, NULL},
 };

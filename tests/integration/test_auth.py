@@ -52,6 +52,7 @@ PROTECTED = [
     ("GET", "/api/v1/meters/m1", "viewer"),
     ("PATCH", "/api/v1/meters/m1", "operator"),
     ("DELETE", "/api/v1/meters/m1", "operator"),
+    ("GET", "/api/v1/registry/options", "viewer"),
     ("GET", "/api/v1/sites", "viewer"),
     ("POST", "/api/v1/sites", "operator"),
     ("GET", "/api/v1/sites/x1", "viewer"),
