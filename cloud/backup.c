@@ -102,7 +102,8 @@ int backup_list(backup_t *b, struct backup_info *out, int max, int *n)
             continue;
         if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
             continue;
-        snprintf(out[*n].name, sizeof(out[*n].name), "%s", e->d_name);
+        /* backup_name_valid() checked the exact length: it fits */
+        memcpy(out[*n].name, e->d_name, strlen(e->d_name) + 1);
         out[*n].size = (int64_t)sb.st_size;
         out[*n].created_ms = name_time(e->d_name);
         (*n)++;
