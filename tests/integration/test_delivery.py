@@ -52,7 +52,20 @@ class Delivery(unittest.TestCase):
         return self.start_agent()
 
     def start_agent(self):
-        return self.st.start_agent(self.cfg)
+        """Starts the agent and waits until it runs (its signal handlers are set when it logs
+        its gateway line): a SIGTERM during start-up must not be what a test measures."""
+        log = self.st.path("meter-agent.log")
+
+        def started_count():
+            try:
+                with open(log, errors="replace") as f:
+                    return sum(1 for line in f if "info: gateway " in line)
+            except OSError:
+                return 0
+        before = started_count()
+        p = self.st.start_agent(self.cfg)
+        stack.wait_for(lambda: started_count() > before, 60, "meter-agent to start")
+        return p
 
     def queue_db(self):
         return self.cfg["queue"]["path"]
