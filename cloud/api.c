@@ -702,6 +702,7 @@ static const struct api_route *const route_tables[] = {
     api_cmd_routes,
     api_admin_routes,
     api_stream_routes,
+    api_alerts_routes,
 };
 /* clang-format on */
 

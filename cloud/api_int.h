@@ -77,6 +77,7 @@ extern const struct api_route api_admin_routes[];    /* api_admin.c: backups, ma
 extern const struct api_route api_registry_routes[]; /* api_registry.c: meters, sites */
 extern const struct api_route api_usage_routes[];    /* api_usage.c: usage, KPIs, series */
 extern const struct api_route api_stream_routes[];   /* api_stream.c: SSE stream, metrics */
+extern const struct api_route api_alerts_routes[];   /* api_alerts.c: alerts and their rules */
 
 /* api_stream.c's request metrics: api_metrics_begin() when a request starts, and
  * api_metrics_done() when it completes (on the connection's thread). */

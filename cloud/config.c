@@ -4,6 +4,9 @@
  */
 #include "config.h"
 
+#include "quantities.h"
+#include "wire.h"
+
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -134,12 +137,22 @@ static const struct opt opts[] = {
      NULL, 1000, "a power in kW (1..1000000)"},
     {"rollup", "kpi_cache_ms", OPT_INT, INT_FIELD(rollup, kpi_cache_ms), 0, 60000, NULL, false,
      NULL, 1000, "a time in ms (0..60000; 0: off)"},
+    {"alerts", "interval_s", OPT_INT, INT_FIELD(alerts, interval_s), 1, 3600, NULL, false, NULL, 30,
+     "a time in s (1..3600)"},
+    {"alerts", "repeat_s", OPT_INT, INT_FIELD(alerts, repeat_s), 0, 604800, NULL, false, NULL, 3600,
+     "a time in s (0..604800, 7 days; 0: no reminders)"},
+    {"alerts", "retry_max", OPT_INT, INT_FIELD(alerts, retry_max), 0, 20, NULL, false, NULL, 5,
+     "a count (0..20)"},
+    {"alerts", "retry_base_ms", OPT_INT, INT_FIELD(alerts, retry_base_ms), 100, 600000, NULL, false,
+     NULL, 2000, "a time in ms (100..600000)"},
+    {"alerts", "retry_max_ms", OPT_INT, INT_FIELD(alerts, retry_max_ms), 100, 3600000, NULL, false,
+     NULL, 300000, "a time in ms (100..3600000)"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
-static const char *const sections[] = {"mqtt",   "http", "store",  "backup",
-                                       "ingest", "auth", "rollup", "registry"};
+static const char *const sections[] = {"mqtt", "http",   "store",    "backup", "ingest",
+                                       "auth", "rollup", "registry", "alerts"};
 
 struct ctx {
     const char *file;
@@ -235,6 +248,9 @@ static void parse_section(const char *sec, const cJSON *obj, struct cfg *c, stru
     cJSON_ArrayForEach(v, obj)
     {
         size_t i;
+        if (strcmp(sec, "alerts") == 0 &&
+            (strcmp(v->string, "channels") == 0 || strcmp(v->string, "rules") == 0))
+            continue; /* parse_alerts() */
         for (i = 0; i < NOPTS; i++)
             if (strcmp(opts[i].section, sec) == 0 && strcmp(opts[i].name, v->string) == 0)
                 break;
@@ -351,6 +367,447 @@ static void parse_registry(const cJSON *obj, struct cfg_registry *r, struct ctx 
             }
         } else {
             err(x, "registry.%s: unknown key", v->string);
+        }
+    }
+}
+
+/* ---- alerts: channels and rules ------------------------------------------------------
+ * "alerts": {"interval_s": ..., "channels": {"NAME": {"type": "webhook"|"email", ...}},
+ * "rules": [{"name": ..., "kind": ..., ...}]}. Each kind accepts only its own keys. */
+
+static const char *const kind_names[CFG_ALERT_KIND_COUNT] = {
+    "meter_offline", "gateway_offline", "data_gap", "threshold", "daily_usage", "balance_days",
+};
+
+const char *cfg_alert_kind_name(enum cfg_alert_kind k)
+{
+    return (unsigned)k < CFG_ALERT_KIND_COUNT ? kind_names[k] : "?";
+}
+
+int cfg_alert_kind_meter(enum cfg_alert_kind k)
+{
+    return k != CFG_ALERT_GATEWAY_OFFLINE && k != CFG_ALERT_DATA_GAP;
+}
+
+static bool check_mail(const char *s)
+{
+    const char *at = strchr(s, '@');
+
+    if (!at || at == s || !at[1] || strchr(at + 1, '@'))
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e || strchr("<>,;\"()[]\\", *s))
+            return false;
+    return true;
+}
+
+static bool check_url(const char *s, const char *const *schemes)
+{
+    for (; *schemes; schemes++) {
+        size_t n = strlen(*schemes);
+        if (strncmp(s, *schemes, n) == 0 && s[n] && s[n] != '/')
+            return check_printable(s);
+    }
+    return false;
+}
+
+/* A string member of obj at path: 0 and copied into out (size len), or an error counted.
+ * check may be NULL; secret values are never shown. */
+static int get_str(const cJSON *v, const char *path, char *out, size_t len,
+                   bool (*check)(const char *), bool secret, const char *what, struct ctx *x)
+{
+    char shown[64];
+
+    if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= len ||
+        (check && !check(v->valuestring))) {
+        if (secret)
+            snprintf(shown, sizeof(shown), "the value");
+        else
+            show(v, shown, sizeof(shown));
+        err(x, "%s: %s is not %s", path, shown, what);
+        return -1;
+    }
+    memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
+    return 0;
+}
+
+static int get_int(const cJSON *v, const char *path, long min, long max, int *out, const char *what,
+                   struct ctx *x)
+{
+    char shown[64];
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+
+    if (!cJSON_IsNumber(v) || !isfinite(d) || d != floor(d) || d < (double)min || d > (double)max) {
+        show(v, shown, sizeof(shown));
+        err(x, "%s: %s is not %s", path, shown, what);
+        return -1;
+    }
+    *out = (int)d;
+    return 0;
+}
+
+static int get_num(const cJSON *v, const char *path, double min, double max, double *out,
+                   const char *what, struct ctx *x)
+{
+    char shown[64];
+
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < min ||
+        v->valuedouble > max) {
+        show(v, shown, sizeof(shown));
+        err(x, "%s: %s is not %s", path, shown, what);
+        return -1;
+    }
+    *out = v->valuedouble;
+    return 0;
+}
+
+static void parse_channel(const cJSON *obj, const char *path, struct cfg_alert_channel *ch,
+                          struct ctx *x)
+{
+    static const char *const web_schemes[] = {"http://", "https://", NULL};
+    static const char *const mail_schemes[] = {"smtp://", "smtps://", NULL};
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(obj, "type"), *v;
+    char p[160], shown[64];
+    bool mail, has_url = false, has_from = false, has_to = false;
+
+    ch->timeout_ms = 10000;
+    if (!cJSON_IsString(type) ||
+        (strcmp(type->valuestring, "webhook") != 0 && strcmp(type->valuestring, "email") != 0)) {
+        if (cJSON_IsString(type) && strcmp(type->valuestring, "mqtt") == 0)
+            err(x, "%s.type: \"mqtt\" channels are not supported yet (webhook, email)", path);
+        else if (!type)
+            err(x, "%s.type: missing (webhook or email)", path);
+        else {
+            show(type, shown, sizeof(shown));
+            err(x, "%s.type: %s is not webhook or email", path, shown);
+        }
+        return;
+    }
+    mail = strcmp(type->valuestring, "email") == 0;
+    ch->type = mail ? CFG_CHANNEL_EMAIL : CFG_CHANNEL_WEBHOOK;
+    cJSON_ArrayForEach(v, obj)
+    {
+        const char *k = v->string;
+        snprintf(p, sizeof(p), "%s.%s", path, k);
+        for (const cJSON *w = obj->child; w != v; w = w->next)
+            if (strcmp(w->string, k) == 0) {
+                err(x, "%s: duplicate key", p);
+                goto next;
+            }
+        if (strcmp(k, "type") == 0) {
+            /* done above */
+        } else if (strcmp(k, "url") == 0) {
+            has_url = true;
+            if (mail)
+                get_str(v, p, ch->url, sizeof(ch->url), NULL, false,
+                        "an SMTP URL (smtp://host[:port] or smtps://host[:port])", x);
+            else
+                get_str(v, p, ch->url, sizeof(ch->url), NULL, false,
+                        "an http:// or https:// URL (at most 511 characters)", x);
+            if (ch->url[0] && !check_url(ch->url, mail ? mail_schemes : web_schemes)) {
+                show(v, shown, sizeof(shown));
+                err(x, "%s: %s is not %s", p, shown,
+                    mail ? "an SMTP URL (smtp://host[:port] or smtps://host[:port])"
+                         : "an http:// or https:// URL (at most 511 characters)");
+                ch->url[0] = '\0';
+            }
+        } else if (strcmp(k, "timeout_ms") == 0) {
+            get_int(v, p, 100, 120000, &ch->timeout_ms, "a time in ms (100..120000)", x);
+        } else if (!mail && strcmp(k, "secret") == 0) {
+            if (!cJSON_IsNull(v))
+                get_str(v, p, ch->secret, sizeof(ch->secret), check_printable, true,
+                        "null or a secret (1..255 printable ASCII characters)", x);
+        } else if (mail && strcmp(k, "from") == 0) {
+            has_from = true;
+            get_str(v, p, ch->from, sizeof(ch->from), check_mail, false, "an e-mail address", x);
+        } else if (mail && strcmp(k, "to") == 0) {
+            const cJSON *e;
+            int i = 0;
+            has_to = true;
+            if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0) {
+                show(v, shown, sizeof(shown));
+                err(x, "%s: %s is not an array of 1..%d e-mail addresses", p, shown,
+                    CFG_ALERT_RCPT_MAX);
+                goto next;
+            }
+            cJSON_ArrayForEach(e, v)
+            {
+                char pe[180];
+                snprintf(pe, sizeof(pe), "%s[%d]", p, i++);
+                if (ch->nto == CFG_ALERT_RCPT_MAX) {
+                    err(x, "%s: more than %d addresses", p, CFG_ALERT_RCPT_MAX);
+                    break;
+                }
+                if (get_str(e, pe, ch->to[ch->nto], sizeof(ch->to[0]), check_mail, false,
+                            "an e-mail address", x) == 0)
+                    ch->nto++;
+            }
+        } else if (mail && strcmp(k, "username") == 0) {
+            if (!cJSON_IsNull(v))
+                get_str(v, p, ch->username, sizeof(ch->username), check_no_ctl, false,
+                        "null or a user name (1..255 characters)", x);
+        } else if (mail && strcmp(k, "password") == 0) {
+            if (!cJSON_IsNull(v))
+                get_str(v, p, ch->password, sizeof(ch->password), check_no_ctl, true,
+                        "null or a password (1..255 characters)", x);
+        } else if (mail && strcmp(k, "starttls") == 0) {
+            if (!cJSON_IsBool(v)) {
+                show(v, shown, sizeof(shown));
+                err(x, "%s: %s is not true or false", p, shown);
+            } else {
+                ch->starttls = cJSON_IsTrue(v);
+            }
+        } else {
+            err(x, "%s: unknown key (for a %s channel)", p, mail ? "email" : "webhook");
+        }
+    next:;
+    }
+    if (!has_url)
+        err(x, "%s.url: missing", path);
+    if (mail && !has_from)
+        err(x, "%s.from: missing", path);
+    if (mail && !has_to)
+        err(x, "%s.to: missing", path);
+    if (mail && ch->password[0] && !ch->username[0])
+        err(x, "%s.password: set without %s.username", path, path);
+    if (mail && ch->starttls && strncmp(ch->url, "smtps://", 8) == 0)
+        err(x, "%s.starttls: true, but %s.url is smtps:// (TLS from the start)", path, path);
+}
+
+static bool check_id(const char *s)
+{
+    return wire_id_valid(s);
+}
+
+/* The keys each kind accepts besides name, kind and channels. */
+static bool rule_key_ok(enum cfg_alert_kind k, const char *key)
+{
+    switch (k) {
+    case CFG_ALERT_METER_OFFLINE:
+        return !strcmp(key, "meter") || !strcmp(key, "gateway") || !strcmp(key, "after_s");
+    case CFG_ALERT_GATEWAY_OFFLINE:
+        return !strcmp(key, "gateway") || !strcmp(key, "after_s");
+    case CFG_ALERT_DATA_GAP:
+        return !strcmp(key, "gateway");
+    case CFG_ALERT_THRESHOLD:
+        return !strcmp(key, "meter") || !strcmp(key, "gateway") || !strcmp(key, "quantity") ||
+               !strcmp(key, "above") || !strcmp(key, "below") || !strcmp(key, "for_s");
+    case CFG_ALERT_DAILY_USAGE:
+        return !strcmp(key, "meter") || !strcmp(key, "gateway") || !strcmp(key, "limit_kwh");
+    case CFG_ALERT_BALANCE_DAYS:
+        return !strcmp(key, "meter") || !strcmp(key, "gateway") || !strcmp(key, "days");
+    default:
+        return false;
+    }
+}
+
+static void parse_rule(const cJSON *obj, const char *path, struct cfg_alerts *a,
+                       struct cfg_alert_rule *r, struct ctx *x)
+{
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(obj, "kind"), *v;
+    char p[160], shown[64];
+    bool has_name = false, has_limit = false, has_qty = false;
+    int k;
+
+    r->after_s = 900;
+    r->quantity = -1;
+    if (!cJSON_IsString(kind)) {
+        if (!kind)
+            err(x, "%s.kind: missing", path);
+        else {
+            show(kind, shown, sizeof(shown));
+            err(x, "%s.kind: %s is not a rule kind", path, shown);
+        }
+        return;
+    }
+    for (k = 0; k < CFG_ALERT_KIND_COUNT; k++)
+        if (strcmp(kind->valuestring, kind_names[k]) == 0)
+            break;
+    if (k == CFG_ALERT_KIND_COUNT) {
+        show(kind, shown, sizeof(shown));
+        err(x,
+            "%s.kind: %s is not meter_offline, gateway_offline, data_gap, threshold, "
+            "daily_usage or balance_days",
+            path, shown);
+        return;
+    }
+    r->kind = (enum cfg_alert_kind)k;
+    cJSON_ArrayForEach(v, obj)
+    {
+        const char *key = v->string;
+        snprintf(p, sizeof(p), "%s.%s", path, key);
+        for (const cJSON *w = obj->child; w != v; w = w->next)
+            if (strcmp(w->string, key) == 0) {
+                err(x, "%s: duplicate key", p);
+                goto next;
+            }
+        if (strcmp(key, "kind") == 0) {
+            /* done above */
+        } else if (strcmp(key, "name") == 0) {
+            has_name = true;
+            if (get_str(v, p, r->name, sizeof(r->name), reg_name_ok, false,
+                        "a name (1..31 of [A-Za-z0-9_.-])", x) == 0)
+                for (int i = 0; a->rules + i < r; i++)
+                    if (strcmp(a->rules[i].name, r->name) == 0)
+                        err(x, "%s: \"%s\" is the name of rules[%d] too", p, r->name, i);
+        } else if (strcmp(key, "channels") == 0) {
+            const cJSON *e;
+            int i = 0;
+            if (!cJSON_IsArray(v)) {
+                show(v, shown, sizeof(shown));
+                err(x, "%s: %s is not an array of channel names", p, shown);
+                goto next;
+            }
+            cJSON_ArrayForEach(e, v)
+            {
+                int c;
+                if (!cJSON_IsString(e)) {
+                    show(e, shown, sizeof(shown));
+                    err(x, "%s[%d]: %s is not a channel name", p, i++, shown);
+                    continue;
+                }
+                for (c = 0; c < a->nchannels; c++)
+                    if (strcmp(a->channels[c].name, e->valuestring) == 0)
+                        break;
+                if (c == a->nchannels)
+                    err(x, "%s[%d]: \"%.40s\" is not a channel of alerts.channels", p, i,
+                        e->valuestring);
+                else if (r->nchannels < CFG_ALERT_CHANNELS_MAX) {
+                    bool dup = false;
+                    for (int j = 0; j < r->nchannels; j++)
+                        dup = dup || r->channels[j] == c;
+                    if (dup)
+                        err(x, "%s[%d]: \"%s\" is listed twice", p, i, e->valuestring);
+                    else
+                        r->channels[r->nchannels++] = c;
+                }
+                i++;
+            }
+        } else if (!rule_key_ok(r->kind, key)) {
+            err(x, "%s: unknown key (for a %s rule)", p, kind_names[r->kind]);
+        } else if (strcmp(key, "meter") == 0) {
+            get_str(v, p, r->meter, sizeof(r->meter), check_id, false,
+                    "a meter id (1..63 of [A-Za-z0-9_.-])", x);
+        } else if (strcmp(key, "gateway") == 0) {
+            get_str(v, p, r->gateway, sizeof(r->gateway), check_id, false,
+                    "a gateway id (1..63 of [A-Za-z0-9_.-])", x);
+        } else if (strcmp(key, "after_s") == 0) {
+            get_int(v, p, 1, 604800, &r->after_s, "a time in s (1..604800, 7 days)", x);
+        } else if (strcmp(key, "for_s") == 0) {
+            get_int(v, p, 0, 604800, &r->for_s, "a time in s (0..604800, 7 days)", x);
+        } else if (strcmp(key, "quantity") == 0) {
+            has_qty = true;
+            if (!cJSON_IsString(v) || qty_index(v->valuestring) < 0) {
+                show(v, shown, sizeof(shown));
+                err(x, "%s: %s is not a quantity (power, voltage_l1, energy_import, ...)", p,
+                    shown);
+            } else {
+                r->quantity = qty_index(v->valuestring);
+            }
+        } else if (strcmp(key, "above") == 0 || strcmp(key, "below") == 0) {
+            if (has_limit) {
+                err(x, "%s: a threshold rule has either above or below, not both", p);
+                goto next;
+            }
+            has_limit = true;
+            r->below = strcmp(key, "below") == 0;
+            get_num(v, p, -1e15, 1e15, &r->limit, "a number", x);
+        } else if (strcmp(key, "limit_kwh") == 0) {
+            has_limit = true;
+            get_num(v, p, 0, 1e12, &r->limit, "an energy in kWh (0..1e12)", x);
+        } else if (strcmp(key, "days") == 0) {
+            has_limit = true;
+            get_num(v, p, 0.1, 3650, &r->limit, "a number of days (0.1..3650)", x);
+        }
+    next:;
+    }
+    if (!has_name)
+        err(x, "%s.name: missing", path);
+    if (r->kind == CFG_ALERT_THRESHOLD && !has_qty)
+        err(x, "%s.quantity: missing", path);
+    if (r->kind == CFG_ALERT_THRESHOLD && !has_limit)
+        err(x, "%s: a threshold rule needs above or below", path);
+    if (r->kind == CFG_ALERT_DAILY_USAGE && !has_limit)
+        err(x, "%s.limit_kwh: missing", path);
+    if (r->kind == CFG_ALERT_BALANCE_DAYS && !has_limit)
+        err(x, "%s.days: missing", path);
+}
+
+static void parse_alerts(const cJSON *obj, struct cfg *c, struct ctx *x)
+{
+    struct cfg_alerts *a = &c->alerts;
+    const cJSON *channels = NULL, *rules = NULL, *v;
+    char shown[64], path[128];
+    int i;
+
+    parse_section("alerts", obj, c, x); /* the plain keys; complains if obj is no object */
+    if (!cJSON_IsObject(obj))
+        return;
+    cJSON_ArrayForEach(v, obj)
+    {
+        const cJSON **slot = strcmp(v->string, "channels") == 0 ? &channels
+                             : strcmp(v->string, "rules") == 0  ? &rules
+                                                                : NULL;
+        if (!slot)
+            continue;
+        if (*slot)
+            err(x, "alerts.%s: duplicate key", v->string);
+        else
+            *slot = v;
+    }
+    if (channels && !cJSON_IsObject(channels)) {
+        show(channels, shown, sizeof(shown));
+        err(x, "alerts.channels: %s is not an object of name: {channel}", shown);
+    } else if (channels) {
+        cJSON_ArrayForEach(v, channels)
+        {
+            struct cfg_alert_channel *ch;
+            bool dup = false;
+            if (!reg_name_ok(v->string)) {
+                err(x, "alerts.channels: \"%.40s\" is not a name (1..31 of [A-Za-z0-9_.-])",
+                    v->string);
+                continue;
+            }
+            for (i = 0; i < a->nchannels; i++)
+                dup = dup || strcmp(a->channels[i].name, v->string) == 0;
+            if (dup) {
+                err(x, "alerts.channels.%s: duplicate key", v->string);
+                continue;
+            }
+            if (a->nchannels == CFG_ALERT_CHANNELS_MAX) {
+                err(x, "alerts.channels: more than %d channels", CFG_ALERT_CHANNELS_MAX);
+                break;
+            }
+            snprintf(path, sizeof(path), "alerts.channels.%s", v->string);
+            if (!cJSON_IsObject(v)) {
+                show(v, shown, sizeof(shown));
+                err(x, "%s: %s is not an object", path, shown);
+                continue;
+            }
+            ch = &a->channels[a->nchannels++];
+            snprintf(ch->name, sizeof(ch->name), "%s", v->string);
+            parse_channel(v, path, ch, x);
+        }
+    }
+    if (rules && !cJSON_IsArray(rules)) {
+        show(rules, shown, sizeof(shown));
+        err(x, "alerts.rules: %s is not an array of rules", shown);
+    } else if (rules) {
+        i = 0;
+        cJSON_ArrayForEach(v, rules)
+        {
+            snprintf(path, sizeof(path), "alerts.rules[%d]", i++);
+            if (a->nrules == CFG_ALERT_RULES_MAX) {
+                err(x, "alerts.rules: more than %d rules", CFG_ALERT_RULES_MAX);
+                break;
+            }
+            if (!cJSON_IsObject(v)) {
+                show(v, shown, sizeof(shown));
+                err(x, "%s: %s is not an object", path, shown);
+                continue;
+            }
+            parse_rule(v, path, a, &a->rules[a->nrules], x);
+            a->nrules++;
         }
     }
 }
@@ -477,6 +934,8 @@ int cfg_load(const char *path, struct cfg *c, cfg_report_fn report, void *arg)
         seen[i] = true;
         if (strcmp(sections[i], "registry") == 0)
             parse_registry(v, &c->registry, &x);
+        else if (strcmp(sections[i], "alerts") == 0)
+            parse_alerts(v, c, &x);
         else
             parse_section(sections[i], v, c, &x);
     }
@@ -486,6 +945,9 @@ int cfg_load(const char *path, struct cfg *c, cfg_report_fn report, void *arg)
         err(&x, "auth.lockout_max_s: %d is less than auth.lockout_s (%d)", c->auth.lockout_max_s,
             c->auth.lockout_s);
     check_rollup(&c->rollup, &x);
+    if (c->alerts.retry_max_ms < c->alerts.retry_base_ms)
+        err(&x, "alerts.retry_max_ms: %d is less than alerts.retry_base_ms (%d)",
+            c->alerts.retry_max_ms, c->alerts.retry_base_ms);
 check:
     rc = x.nerr ? -EINVAL : 0;
 done:

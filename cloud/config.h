@@ -36,7 +36,7 @@ struct cfg_http {
     char bind[CFG_BIND_MAX]; /* a dotted IPv4 address */
     int port;                /* 0: an ephemeral port */
     char port_file[CFG_PATH_MAX];
-    int command_timeout_ms; /* how long POST .../commands waits for the gateway's reply */
+    int command_timeout_ms;      /* how long POST .../commands waits for the gateway's reply */
     char web_root[CFG_PATH_MAX]; /* the dashboard's files (web.h); "": the built-in default */
 };
 
@@ -92,6 +92,77 @@ struct cfg_registry {
     char dwellings[CFG_DWELLINGS_MAX][CFG_REG_NAME_MAX];
 };
 
+/* Alerts (alerts.h): where notifications go (channels) and what raises an alert (rules).
+ * Names of channels and rules: 1..31 of [A-Za-z0-9_.-]. */
+#define CFG_ALERT_NAME_MAX 32
+#define CFG_ALERT_CHANNELS_MAX 8
+#define CFG_ALERT_RULES_MAX 64
+#define CFG_ALERT_RCPT_MAX 8
+#define CFG_URL_MAX 512
+#define CFG_MAIL_MAX 256
+#define CFG_ID_MAX 64 /* a meter or gateway id (WIRE_ID_MAX) */
+
+enum cfg_channel_type { CFG_CHANNEL_WEBHOOK, CFG_CHANNEL_EMAIL };
+
+struct cfg_alert_channel {
+    char name[CFG_ALERT_NAME_MAX];
+    enum cfg_channel_type type;
+    char url[CFG_URL_MAX]; /* webhook: http(s)://...; email: smtp://host[:port] or smtps:// */
+    int timeout_ms;        /* one delivery attempt, connecting included */
+    /* webhook */
+    char secret[CFG_CRED_MAX]; /* HMAC-SHA256 key of the signature header; "": unsigned.
+                                * secret: never log it */
+    /* email */
+    char from[CFG_MAIL_MAX];
+    int nto;
+    char to[CFG_ALERT_RCPT_MAX][CFG_MAIL_MAX];
+    char username[CFG_CRED_MAX]; /* "": no SMTP AUTH */
+    char password[CFG_CRED_MAX]; /* secret: never log it */
+    int starttls;                /* smtp://: 1 requires STARTTLS */
+};
+
+enum cfg_alert_kind {
+    CFG_ALERT_METER_OFFLINE,   /* no good reading of a meter for after_s */
+    CFG_ALERT_GATEWAY_OFFLINE, /* a gateway's status is offline, or nothing from it for after_s */
+    CFG_ALERT_DATA_GAP,        /* a gateway has data gaps open (missing seqs past the grace) */
+    CFG_ALERT_THRESHOLD,       /* a quantity above/below limit for for_s */
+    CFG_ALERT_DAILY_USAGE,     /* today's energy_import use above limit (kWh) */
+    CFG_ALERT_BALANCE_DAYS,    /* a prepaid meter's balance lasts fewer than limit days */
+    CFG_ALERT_KIND_COUNT
+};
+
+struct cfg_alert_rule {
+    char name[CFG_ALERT_NAME_MAX];
+    enum cfg_alert_kind kind;
+    char meter[CFG_ID_MAX];   /* meter rules: only this meter; "": every meter */
+    char gateway[CFG_ID_MAX]; /* only this gateway (or its meters); "": every one */
+    int after_s;              /* the offline rules */
+    int quantity;             /* threshold: a quantities.h index */
+    int below;                /* threshold: 1 fires below limit, 0 above it */
+    double limit;             /* threshold: the value; daily_usage: kWh; balance_days: days */
+    int for_s;                /* threshold: how long the value must stay past limit */
+    int nchannels;
+    int channels[CFG_ALERT_CHANNELS_MAX]; /* indexes into cfg_alerts.channels */
+};
+
+struct cfg_alerts {
+    int interval_s;    /* between evaluations of the rules */
+    int repeat_s;      /* reminder of an unacknowledged firing alert this often; 0: never */
+    int retry_max;     /* further attempts of a failed delivery */
+    int retry_base_ms; /* delay before the first retry; it doubles with each one */
+    int retry_max_ms;  /* ... up to this */
+    int nchannels;
+    struct cfg_alert_channel channels[CFG_ALERT_CHANNELS_MAX];
+    int nrules;
+    struct cfg_alert_rule rules[CFG_ALERT_RULES_MAX];
+};
+
+/* "meter_offline", "gateway_offline", "data_gap", "threshold", "daily_usage",
+ * "balance_days"; "?" for another value. */
+const char *cfg_alert_kind_name(enum cfg_alert_kind k);
+/* Whether rules of kind k are about meters (else gateways). */
+int cfg_alert_kind_meter(enum cfg_alert_kind k);
+
 struct cfg {
     struct cfg_mqtt mqtt;
     struct cfg_http http;
@@ -101,6 +172,7 @@ struct cfg {
     struct cfg_auth auth;
     struct cfg_rollup rollup;
     struct cfg_registry registry;
+    struct cfg_alerts alerts;
 };
 
 /* Receives one error message (without a trailing newline). */

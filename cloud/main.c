@@ -6,12 +6,14 @@
  * order. The work is in ingest (MQTT), store (SQLite), api (HTTP), with the pure parts in
  * seqset (counted seqs) and msg (loss, health and ack payloads).
  *
- * Threads: ingest and libmicrohttpd run their own; the main thread only waits for signals.
+ * Threads: ingest, alerts and libmicrohttpd run their own; the main thread only waits for signals.
  * The signals we act on are blocked in every thread and only unblocked inside
  * sigsuspend() here, so the handlers (which only set flags) always run on this thread and
  * can never be missed between a check and the wait.
  */
+#include "alerts.h"
 #include "api.h"
+#include "api_alerts.h"
 #include "auth.h"
 #include "backup.h"
 #include "config.h"
@@ -277,6 +279,7 @@ int main(int argc, char **argv)
     api_t *api = NULL;
     rollup_job_t *job = NULL;
     backup_t *bk = NULL;
+    alerts_t *alerts = NULL;
     sigset_t waitmask;
     char err[512];
 
@@ -382,6 +385,15 @@ int main(int argc, char **argv)
         log_warnx("backup: cannot start: %s", strerror(-rc));
         goto done;
     }
+    if ((rc = alerts_start(&cfg->alerts, cfg->store.path, st, true, &alerts, err, sizeof(err))) <
+        0) {
+        log_warnx("alerts: cannot start: %s", err);
+        goto done;
+    }
+    log_info("alerts: %d rule%s, %d channel%s, every %d s", cfg->alerts.nrules,
+             cfg->alerts.nrules == 1 ? "" : "s", cfg->alerts.nchannels,
+             cfg->alerts.nchannels == 1 ? "" : "s", cfg->alerts.interval_s);
+    api_alerts_setup(alerts);
     api_admin_setup(bk);
     api_usage_setup(&cfg->rollup, &cfg->registry);
     if ((rc = api_start(&cfg->http, st, in, auth, &api, err, sizeof(err))) < 0) {
@@ -412,6 +424,7 @@ done:
     if (in)
         log_stats(in);
     ingest_stop(in);
+    alerts_stop(alerts);
     backup_stop(bk);
     rollup_job_stop(job);
     auth_close(auth);
