@@ -8,7 +8,7 @@ retried after the backoff and both attempts are recorded on the alert. A viewer 
 alerts but not acknowledge them (403), no token gets 401, an operator acknowledges it;
 when the polls work again the alert resolves and the receiver is told. Stopping the agent
 fires the gateway_offline rule, starting it again resolves it. No secret reaches the log
-or the API.
+or the API. A second rule mails a small SMTP server (here too) when another meter fails.
 """
 import hashlib
 import hmac
@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import socket
+import socketserver
 import sys
 import threading
 import time
@@ -92,6 +93,58 @@ class Receiver:
         self.srv.server_close()
 
 
+class Smtp:
+    """A minimal SMTP server (plain, no AUTH): records each message's envelope and text."""
+
+    def __init__(self):
+        self.mails = []
+        rec = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                mail = {"from": None, "to": [], "data": b""}
+                self.wfile.write(b"220 localhost test SMTP\r\n")
+                while True:
+                    line = self.rfile.readline(4096)
+                    if not line:
+                        return
+                    cmd = line.strip().decode("ascii", "replace")
+                    up = cmd.upper()
+                    if up.startswith("EHLO") or up.startswith("HELO"):
+                        self.wfile.write(b"250-localhost\r\n250 8BITMIME\r\n")
+                    elif up.startswith("MAIL FROM:"):
+                        mail["from"] = cmd[10:].strip()
+                        self.wfile.write(b"250 OK\r\n")
+                    elif up.startswith("RCPT TO:"):
+                        mail["to"].append(cmd[8:].strip())
+                        self.wfile.write(b"250 OK\r\n")
+                    elif up == "DATA":
+                        self.wfile.write(b"354 go on\r\n")
+                        data = b""
+                        while not data.endswith(b"\r\n.\r\n"):
+                            chunk = self.rfile.readline(65536)
+                            if not chunk:
+                                return
+                            data += chunk
+                        mail["data"] = data
+                        rec.mails.append(dict(mail))
+                        self.wfile.write(b"250 queued\r\n")
+                    elif up == "QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"250 OK\r\n")
+
+        self.srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
 def valid_signature(post, secret):
     h = post["headers"]
     ts = h.get("x-meterlink-timestamp", "")
@@ -107,6 +160,8 @@ class Alerts(unittest.TestCase):
         self.addCleanup(self.st.finish, self)
         self.rx = Receiver()
         self.addCleanup(self.rx.stop)
+        self.smtp = Smtp()
+        self.addCleanup(self.smtp.stop)
         self.secret = secrets.token_urlsafe(24)
         st = self.st
         st.start_broker(gateways=(GW,))
@@ -118,12 +173,17 @@ class Alerts(unittest.TestCase):
             "retry_max_ms": 5000,
             "channels": {"hook": {"type": "webhook",
                                   "url": f"http://127.0.0.1:{self.rx.port}/meterlink",
-                                  "secret": self.secret, "timeout_ms": 5000}},
+                                  "secret": self.secret, "timeout_ms": 5000},
+                         "mail": {"type": "email", "url": f"smtp://127.0.0.1:{self.smtp.port}",
+                                  "from": "meter-cloud@example.net",
+                                  "to": ["ops@example.net", "oncall@example.net"]}},
             "rules": [
                 {"name": "house-silent", "kind": "meter_offline", "meter": "house", "after_s": 3,
                  "channels": ["hook"]},
                 {"name": "gw-offline", "kind": "gateway_offline", "gateway": GW, "after_s": 1,
                  "channels": ["hook"]},
+                {"name": "garage-silent", "kind": "meter_offline", "meter": "garage",
+                 "after_s": 3, "channels": ["mail"]},
                 {"name": "power-high", "kind": "threshold", "quantity": "power",
                  "above": 1e9, "for_s": 5},
             ]}
@@ -275,12 +335,13 @@ class Alerts(unittest.TestCase):
         code, rules = st.get("/api/v1/alerts/rules", token=self.viewer)
         self.assertEqual(code, 200, rules)
         self.assertEqual([r["name"] for r in rules["rules"]],
-                         ["house-silent", "gw-offline", "power-high"])
-        self.assertEqual(rules["rules"][2], {"name": "power-high", "kind": "threshold",
+                         ["house-silent", "gw-offline", "garage-silent", "power-high"])
+        self.assertEqual(rules["rules"][3], {"name": "power-high", "kind": "threshold",
                                              "channels": [], "meter": None, "gateway": None,
                                              "quantity": "power", "above": 1e9, "unit": "W",
                                              "for_s": 5})
-        self.assertEqual(rules["channels"], [{"name": "hook", "type": "webhook", "signed": True}])
+        self.assertEqual(rules["channels"], [{"name": "hook", "type": "webhook", "signed": True},
+                                             {"name": "mail", "type": "email", "recipients": 2}])
         text = json.dumps(rules)
         self.assertNotIn(self.secret, text)
         self.assertNotIn(str(self.rx.port), text)
@@ -288,6 +349,27 @@ class Alerts(unittest.TestCase):
             log = f.read().decode("utf-8", "replace")
         self.assertNotIn(self.secret, log)
         self.assertIn("alerts: house-silent house: firing", log)
+
+    def test_email_over_smtp(self):
+        st = self.st
+        self.assertEqual(self.ctl.cmd("fault tcp:2 noreply"), "ok")
+
+        def firing():
+            a = self.alerts("?state=firing&meter=garage")["alerts"]
+            return a[0] if a else None
+
+        al = stack.wait_for(firing, 60, "the garage-silent alert to fire")
+        mail = stack.wait_for(lambda: self.smtp.mails and self.smtp.mails[0], 30, "an e-mail")
+        self.assertEqual(mail["from"], "<meter-cloud@example.net>")
+        self.assertEqual(sorted(mail["to"]), ["<oncall@example.net>", "<ops@example.net>"])
+        text = mail["data"].decode("utf-8", "replace")
+        head, _, body = text.partition("\r\n\r\n")
+        self.assertIn("Subject: [Meterlink] firing: meter garage: ", head)
+        self.assertIn("To: <ops@example.net>, <oncall@example.net>", head)
+        self.assertIn('"rule":"garage-silent"', body)
+        d = stack.wait_for(lambda: [x for x in st.get(f"/api/v1/alerts/{al['id']}")[1]["deliveries"]
+                                    if x["status"] == "delivered"], 20, "the delivery record")
+        self.assertEqual((d[0]["channel"], d[0]["code"]), ("mail", 250))
 
 
 if __name__ == "__main__":
