@@ -2,11 +2,13 @@
 """The dashboard end to end: a real stack (mosquitto, meter-sim, meter-agent, meter-cloud)
 and Debian's chromium driven by playwright-core (cloud/web/tests/dashboard.mjs).
 
-The browser logs in as the stack's admin, checks the overview counts and a meter's KPI
-cards against the API, switches the meter's periods (and counts the points a 1-year view
-fetches), presses "poll now" on the gateway and waits for its reply, registers a meter
-(an invalid area first: the API's rejection must be shown), and fails on any console or
-page error. It saves phone (375x812) and desktop (1280x800) screenshots of every page into
+The browser logs in as the stack's admin, checks the overview counts (open alerts
+included) and a meter's KPI cards against the API, proves that a reading pushed by the SSE
+stream changes the meter's current power before any new KPI request, switches the meter's
+periods (and counts the points a 1-year view fetches), lists and acknowledges an alert
+(a viewer gets no button), presses "poll now" on the gateway and waits for its reply,
+registers a meter (an invalid area first: the API's rejection must be shown), and fails on
+any console or page error. It saves phone (375x812) and desktop (1280x800) screenshots of every page into
 BUILD/screenshots/. This file also checks the static files' HTTP side: content types,
 security headers, gzip, ETag revalidation, and that nothing outside the allow-list is
 served.
@@ -38,6 +40,12 @@ SITE = {"id": "home", "title": "Home", "tz": "Europe/Berlin",
         "tariff": {"price_per_kwh": 0.3, "currency": "EUR"}}
 HIST_GW, HIST_METER, HIST_DAYS = "gw-hist", "hist", 365
 MOSQUITTO_PUB = "/usr/bin/mosquitto_pub"
+# Alert rules that fire here: the history meter stops at its last hourly reading, and
+# house's power is always above a very low line. No channels: recorded only.
+ALERTS = {"interval_s": 1, "rules": [
+    {"name": "hist-silent", "kind": "meter_offline", "meter": HIST_METER, "after_s": 30},
+    {"name": "house-power", "kind": "threshold", "meter": "house", "quantity": "power",
+     "above": -1e9}]}
 
 
 def publish_history(st):
@@ -99,7 +107,9 @@ class Dashboard(unittest.TestCase):
         cfg = st.cloud_config()
         cfg["registry"] = REGISTRY
         cfg["rollup"] = {"raw_days": 0, "m5_days": 0}  # keep and roll up the year of history
+        cfg["alerts"] = ALERTS
         st.start_cloud(cfg)
+        self.viewer_password = st.add_cloud_user("vera", "viewer")
         self.auth = st.token is not None
         code, body, _ = st.request("POST", "/api/v1/sites", SITE)
         self.assertEqual(code, 201, body)
@@ -122,11 +132,14 @@ class Dashboard(unittest.TestCase):
             seen = {m["id"] for m in body["meters"] if m.get("last_reading")}
             code, gw = st.get("/api/v1/gateways/gw-01")
             code2, hist = st.get(f"/api/v1/meters/{HIST_METER}/readings?limit=10000")
+            code3, al = st.get("/api/v1/alerts?state=firing")
             return (all(m[0] in seen for m in METERS) and code == 200 and gw["health"]
                     and gw["health"].get("meters") and code2 == 200
-                    and len(hist["readings"]) == self.hist)
+                    and len(hist["readings"]) == self.hist
+                    and code3 == 200 and {a["rule"] for a in al["alerts"]} == {"hist-silent",
+                                                                                "house-power"})
 
-        stack.wait_for(ready, 60, "readings of every meter and a health message")
+        stack.wait_for(ready, 60, "readings of every meter, a health message and two alerts")
 
     def test_static_files(self):
         port = self.st.http_port
@@ -195,6 +208,8 @@ class Dashboard(unittest.TestCase):
                    MLK_SHOTS=shots, MLK_REPORT=report_path, MLK_METER="house",
                    MLK_GATEWAY="gw-01", MLK_PREPAID=HIST_METER, MLK_SITE=SITE["id"], MLK_REGION="north",
                    MLK_AREAS=",".join(REGISTRY["regions"]["north"]),
+                   MLK_ALERTS="1", MLK_ACK_RULE="hist-silent", MLK_VIEWER="vera",
+                   MLK_VIEWER_PASSWORD=self.viewer_password,
                    PLAYWRIGHT_BROWSERS_PATH="0", PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
         if not self.auth:
             print("meter-cloud has no login: the browser skips the login steps", file=sys.stderr)
@@ -215,12 +230,17 @@ class Dashboard(unittest.TestCase):
         # the 1-year view: a few thousand points at most (counted in the responses)
         self.assertLessEqual(report["yearPoints"]["total"], 3000, report["yearPoints"])
         names = sorted(os.path.basename(s) for s in report["screenshots"])
-        for want in ("login", "overview", "meter", "gateways", "gateway", "registry"):
+        for want in ("login", "overview", "meter", "gateways", "gateway", "registry", "alerts",
+                     "alert"):
             for kind in ("phone", "desktop"):
                 self.assertIn(f"{kind}-{want}.png", names)
         for s in report["screenshots"]:
             with open(s, "rb") as f:
                 self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n", s)
+        # what the browser acknowledged is in the API; the overview's count is the API's
+        code, body = st.get("/api/v1/alerts?state=acknowledged")
+        self.assertEqual([a["rule"] for a in body["alerts"]], ["hist-silent"], body)
+        self.assertEqual(body["alerts"][0]["acknowledged_by"], st.admin_user)
         # what the browser registered is in the API
         code, body = st.get("/api/v1/meters/dash-new-1")
         self.assertEqual(code, 200, body)

@@ -1,6 +1,7 @@
 // app: the dashboard's shell. Hash routes (#/, #/meters/ID, #/gateways, #/gateways/ID,
-// #/registry, #/login) so that meter-cloud serves one page; each page module renders into
-// <main> and may return a cleanup function (timers, live updates), called on the next route.
+// #/alerts, #/alerts/ID, #/registry, #/login) so that meter-cloud serves one page; each
+// page module renders into <main> and may return a cleanup function (timers, live
+// updates), called on the next route.
 
 import { getSession, clearSession, onExpired, api } from './api.js';
 import { h, replace, announce, errorState } from './ui.js';
@@ -9,6 +10,7 @@ import * as overview from './page_overview.js';
 import * as meter from './page_meter.js';
 import * as gateways from './page_gateways.js';
 import * as registry from './page_registry.js';
+import * as alerts from './page_alerts.js';
 
 const routes = [
   { re: /^\/login$/, page: login, nav: null, open: true },
@@ -16,6 +18,8 @@ const routes = [
   { re: /^\/meters\/([^/]+)$/, page: meter, nav: 'registry' },
   { re: /^\/gateways$/, page: gateways, nav: 'gateways' },
   { re: /^\/gateways\/([^/]+)$/, page: gateways, nav: 'gateways' },
+  { re: /^\/alerts$/, page: alerts, nav: 'alerts' },
+  { re: /^\/alerts\/(\d+)$/, page: alerts, nav: 'alerts' },
   { re: /^\/registry$/, page: registry, nav: 'registry' },
   { re: /^\/registry\/([^/]+)$/, page: registry, nav: 'registry' },
 ];

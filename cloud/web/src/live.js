@@ -12,8 +12,10 @@ const RETRY_MS = 60000;
 let streamMissing = false; // the server has no /api/v1/stream: do not ask again
 
 // onTick(): refreshes (may return a promise); match(event): whether an SSE event
-// ({type, data}) concerns the page; onMode(text): tells how the page is kept up to date.
-export function live({ onTick, match = () => true, onMode = () => {}, path = '/api/v1/stream' }) {
+// ({type, data}) concerns the page; onEvent(event): called with each matching event as it
+// comes (to show its values at once, before the refresh); onMode(text): tells how the page
+// is kept up to date.
+export function live({ onTick, match = () => true, onEvent = () => {}, onMode = () => {}, path = '/api/v1/stream' }) {
   let stopped = false;
   let timer = null;
   let retry = null;
@@ -89,7 +91,11 @@ export function live({ onTick, match = () => true, onMode = () => {}, path = '/a
             if (ev.data !== '') {
               let data = ev.data.replace(/\n$/, '');
               try { data = JSON.parse(data); } catch { /* not JSON: left as text */ }
-              if (match({ type: ev.type, data })) soon();
+              const e = { type: ev.type, data };
+              if (match(e)) {
+                try { onEvent(e); } catch { /* a page's handler must not end the stream */ }
+                soon();
+              }
             }
             ev = { type: 'message', data: '' };
           } else if (line.startsWith('data:')) {

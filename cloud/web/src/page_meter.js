@@ -3,7 +3,8 @@
 // Views: today, 7 days, 30 days, 1 year, or any day from the date picker; every time in
 // the site's zone (kpi.tz). Charts zoom and scroll with ECharts dataZoom. Series ask for
 // about as many points as the chart is wide (at most POINTS_MAX each), so even a year is
-// a few thousand points in all.
+// a few thousand points in all. A reading on the live stream (GET /api/v1/stream) shows its
+// power at once; the KPIs are then fetched again (at most every 2 s).
 
 import { api, enc, qs } from './api.js';
 import { h, replace, loading, empty, errorState, card, setTitle } from './ui.js';
@@ -202,9 +203,27 @@ export async function render(main, [id], params) {
     if (viewRange(view, date, tz).live) await loadCharts(false);
   }
 
+  // A reading on the stream shows its power at once; the refresh that follows brings the
+  // sums (usage, cost), which need the server.
+  let events = 0;
+  const onEvent = (ev) => {
+    if (ev.type !== 'reading' || !ev.data || ev.data.meter !== id) return;
+    mode.dataset.events = String(++events);
+    const v = ev.data.values || {};
+    if (typeof v.power !== 'number' || !ev.data.ts) return;
+    if (k.power && k.power.ts && toMs(k.power.ts) > toMs(ev.data.ts)) return; // older than shown
+    k.power = { w: v.power, ts: ev.data.ts };
+    const el = kpiBox.querySelector('[data-kpi="power"]');
+    if (!el || !el.firstChild) return;
+    el.firstChild.textContent = n2(v.power);
+    const note = el.parentElement && el.parentElement.querySelector('.note');
+    if (note) note.textContent = `at ${dateTime(ev.data.ts, k.tz)}`;
+  };
+
   await loadCharts(true);
   const lv = live({
     onTick: refresh,
+    onEvent,
     match: (ev) => !ev.data || typeof ev.data !== 'object' || ev.data.meter === id || (Array.isArray(ev.data.meters) && ev.data.meters.includes(id)) || (Array.isArray(ev.data.readings) && ev.data.readings.some((x) => x.meter === id)),
     onMode: (t) => { mode.textContent = t; },
   });

@@ -7,6 +7,8 @@
 //   MLK_REPORT    file to write the JSON report to
 //   MLK_METER     the meter to open; MLK_GATEWAY the gateway to command
 //   MLK_SITE      a site to register a meter at; MLK_REGION, MLK_AREAS (comma-separated)
+//   MLK_ALERTS    "1" when the server has alert rules that fire; MLK_ACK_RULE the rule of an
+//                 alert to acknowledge; MLK_VIEWER, MLK_VIEWER_PASSWORD a viewer to log in as
 // Checks what a person would see, compares it with what the API says, and fails on any
 // console error or page error except the few a step expects (listed in the report).
 // Exit status 0 when every check passed; the report lists each check either way.
@@ -27,6 +29,10 @@ const PREPAID = env('MLK_PREPAID', '');
 const SITE = env('MLK_SITE', '');
 const REGION = env('MLK_REGION', '');
 const AREAS = env('MLK_AREAS', '').split(',').filter(Boolean);
+const ALERTS = env('MLK_ALERTS', '') === '1';
+const ACK_RULE = env('MLK_ACK_RULE', '');
+const VIEWER = env('MLK_VIEWER', '');
+const VIEWER_PASSWORD = env('MLK_VIEWER_PASSWORD', '');
 const YEAR_POINTS_MAX = 3000;
 const T = 20000;
 
@@ -90,13 +96,13 @@ async function shot(page, name) {
   report.screenshots.push(file);
 }
 
-async function login(page) {
+async function login(page, user = USER, password = PASSWORD) {
   await page.goto(BASE + '/');
   await page.waitForURL(/#\/login$/, { timeout: T });
   await page.locator('#username').waitFor({ timeout: T });
-  if (!USER) return false;
-  await page.fill('#username', USER);
-  await page.fill('#password', PASSWORD);
+  if (!user) return false;
+  await page.fill('#username', user);
+  await page.fill('#password', password);
   await page.click('button[type=submit]');
   await page.waitForURL(/#\/$/, { timeout: T });
   await page.locator('[data-kpi="gateways-online"]').waitFor({ timeout: T });
@@ -120,6 +126,31 @@ async function eventually(fn, ms = 15000) {
     if (last.ok || Date.now() > end) return last;
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+// Reads GET /api/v1/stream from here (not the page), with token: every "reading" event's
+// data goes to events. Returns {stop}.
+function streamReader(token, events) {
+  const ctl = new AbortController();
+  (async () => {
+    const res = await fetch(BASE + '/api/v1/stream', { headers: { Authorization: 'Bearer ' + token, Accept: 'text/event-stream' }, signal: ctl.signal });
+    const dec = new TextDecoder();
+    let buf = '';
+    let type = 'message';
+    for await (const chunk of res.body) {
+      buf += dec.decode(chunk, { stream: true });
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i).replace(/\r$/, '');
+        buf = buf.slice(i + 1);
+        if (line.startsWith('event:')) type = line.slice(6).trim();
+        else if (line.startsWith('data:') && type === 'reading') {
+          try { events.push({ at: Date.now(), ...JSON.parse(line.slice(5)) }); } catch { /* not JSON */ }
+        } else if (line === '') type = 'message';
+      }
+    }
+  })().catch(() => {});
+  return { stop: () => ctl.abort() };
 }
 
 const kpiText = (page, name) => page.locator(`[data-kpi="${name}"]`).evaluate((el) => el.firstChild.textContent.trim());
@@ -166,6 +197,18 @@ async function desktop() {
   check('overview: gateway and meter counts match the API', ov.ok, { seen: ov.seen, api: ov.want });
   const alerts = await kpiText(page, 'alerts');
   check('overview: open alerts shown ("No alerts" without an alerts API)', alerts.length > 0, alerts);
+  if (ALERTS) {
+    const oa = await eventually(async () => {
+      const r = await apiGet(page, '/api/v1/alerts?state=open&limit=5');
+      const card = await kpiText(page, 'alerts');
+      const listed = await page.locator('#open-alerts li[data-alert]').evaluateAll((ls) => ls.map((l) => Number(l.dataset.alert)));
+      const want = { card: String(r.body.total), listed: r.body.alerts.map((a) => a.id) };
+      return { ok: r.status === 200 && r.body.total > 0 && JSON.stringify({ card, listed }) === JSON.stringify(want), seen: { card, listed }, want };
+    });
+    check('overview: the open-alerts count and list match GET /api/v1/alerts?state=open', oa.ok, { seen: oa.seen, api: oa.want });
+    const href = await page.locator('#open-alerts li a.what').first().getAttribute('href');
+    check('overview: each open alert links to its page', /^#\/alerts\/\d+$/.test(href || ''), href);
+  }
   const todayTotal = await kpiText(page, 'today-energy');
   check("overview: today's energy has two decimals", /^\d[\d,]*\.\d\d$/.test(todayTotal), todayTotal);
   await shot(page, 'desktop-overview');
@@ -249,6 +292,55 @@ async function desktop() {
     const mode = await page.locator('#live-mode').textContent();
     check('meter: live updates without reloading', after > before, { kpiRequestsBefore: before, after, mode });
   }
+  // live via SSE: a reading on the stream changes the current power on the page before the
+  // page asks for the KPIs again, and the value is the one the stream carried
+  {
+    const token = await page.evaluate(() => JSON.parse(sessionStorage.getItem('meterlink.session')).token);
+    const seen = [];
+    const rd = streamReader(token, seen);
+    await page.evaluate(() => {
+      // count the page's KPI requests as they start (the page calls the global fetch)
+      if (window.__kpiStarted === undefined) {
+        window.__kpiStarted = 0;
+        const f = window.fetch;
+        window.fetch = (u, o) => {
+          if (/\/api\/v1\/meters\/[^/]+\/kpi(\?|$)/.test(String(u))) window.__kpiStarted++;
+          return f(u, o);
+        };
+      }
+    });
+    let got = null;
+    const tries = [];
+    for (let i = 0; i < 4 && !got; i++) {
+      const r = await page.evaluate(async (ms) => {
+        const el = () => document.querySelector('[data-kpi="power"]');
+        const mode = document.getElementById('live-mode');
+        const start = { text: el().firstChild.textContent, kpi: window.__kpiStarted, events: Number(mode.dataset.events || 0) };
+        return new Promise((resolve) => {
+          const obs = new MutationObserver(() => {
+            const e = el();
+            const text = e && e.firstChild ? e.firstChild.textContent : null;
+            if (text === null || text === start.text) return;
+            obs.disconnect();
+            resolve({ start, text, kpi: window.__kpiStarted, events: Number(mode.dataset.events || 0), mode: mode.textContent });
+          });
+          obs.observe(document.getElementById('kpi-box'), { subtree: true, childList: true, characterData: true });
+          setTimeout(() => { obs.disconnect(); resolve({ start, timeout: true }); }, ms);
+        });
+      }, 15000);
+      tries.push(r);
+      if (!r.timeout && r.kpi === r.start.kpi && r.events > r.start.events) got = r;
+    }
+    await page.waitForTimeout(300); // the reader has the event too
+    rd.stop();
+    // the counter does count: the refresh that follows the event asks for the KPIs
+    const counted = got ? await page.waitForFunction((n) => window.__kpiStarted > n, got.kpi, { timeout: T }).then(() => true, () => false) : false;
+    check('meter: after the streamed reading the page refreshes its KPIs (the fetch counter works)', counted);
+    const streamed = seen.filter((e) => e.meter === METER && e.values && typeof e.values.power === 'number').map((e) => n2(e.values.power));
+    check('meter: a reading pushed by the SSE stream updates the current power without a KPI fetch or reload',
+      !!got && streamed.includes(got.text) && /live/i.test(got.mode),
+      { change: got, streamedValues: streamed.slice(-5), tries: tries.length });
+  }
 
   // -- a prepaid meter with a year of hourly history: balance cards and chart, and the
   // points a 1-year view fetches
@@ -294,6 +386,46 @@ async function desktop() {
     page.currentMeter = METER;
   } else {
     report.notes.push('no prepaid meter given: balance and 1-year points not checked');
+  }
+
+  // -- alerts: the list as the API has it, acknowledge one, its page with notifications
+  if (ALERTS) {
+    phase = 'alerts';
+    await page.click('a[data-nav="alerts"]');
+    await page.locator('#alerts tr[data-alert]').first().waitFor({ timeout: T });
+    const al = await eventually(async () => {
+      const r = await apiGet(page, '/api/v1/alerts?state=open&limit=200');
+      const rows = await page.locator('#alerts tr[data-alert]').evaluateAll((ts) => ts.map((t) => [Number(t.dataset.alert), t.dataset.state]));
+      const want = r.body.alerts.map((a) => [a.id, a.state]);
+      return { ok: JSON.stringify(rows) === JSON.stringify(want), rows, want };
+    });
+    check('alerts: the page lists the open alerts with their states as the API does', al.ok, { rows: al.rows, api: al.want });
+    await shot(page, 'desktop-alerts');
+    const list = (await apiGet(page, '/api/v1/alerts?state=firing&limit=200')).body.alerts;
+    const target = list.find((a) => a.rule === ACK_RULE) || list[0];
+    const btn = page.locator(`#alerts tr[data-alert="${target.id}"] button[data-ack]`);
+    check('alerts: a firing alert has an acknowledge button for an admin', (await btn.count()) === 1, target.id);
+    await btn.click();
+    const ok = await page.locator('#alert-msg .msg.ok').textContent({ timeout: T });
+    const acked = await eventually(async () => {
+      const r = await apiGet(page, `/api/v1/alerts/${target.id}`);
+      const row = await page.locator(`#alerts tr[data-alert="${target.id}"]`).getAttribute('data-state').catch(() => null);
+      return { ok: r.body.state === 'acknowledged' && r.body.acknowledged_by === USER && row === 'acknowledged', api: r.body.state, by: r.body.acknowledged_by, row };
+    });
+    check('alerts: acknowledging shows a message, and the API and the row say acknowledged', /acknowledged/.test(ok) && acked.ok, { message: ok, ...acked });
+    await page.click(`#alerts tr[data-alert="${target.id}"] a`);
+    await page.locator('#alert-facts').waitFor({ timeout: T });
+    const facts = await page.locator('#alert-facts').textContent();
+    check('alert page: state, rule and who acknowledged', facts.includes('acknowledged') && facts.includes(target.rule) && facts.includes(USER), facts.slice(0, 200));
+    await shot(page, 'desktop-alert');
+    await page.click('a[data-nav="alerts"]');
+    await page.click('button[data-filter="resolved"]');
+    const none = await page.locator('#alerts-box [data-state="empty"]').textContent({ timeout: T });
+    const resolved = (await apiGet(page, '/api/v1/alerts?state=resolved')).body.total;
+    check('alerts: an empty list has an empty state', resolved > 0 || /No resolved alerts/.test(none), { none, resolved });
+    await shot(page, 'desktop-alerts-empty');
+  } else {
+    report.notes.push('no alert rules on this server: the alerts page was not checked');
   }
 
   // -- gateways: list, one gateway, poll now
@@ -378,6 +510,11 @@ async function desktop() {
   const err = await page.locator('[data-state="error"]').textContent({ timeout: T });
   check('the API unreachable: a clear error state', /not reachable/i.test(err), err);
   await shot(page, 'desktop-error');
+  if (ALERTS) {
+    await page.evaluate(() => { location.hash = '#/alerts'; });
+    const aerr = await page.locator('#alerts-box [data-state="error"]').textContent({ timeout: T });
+    check('the API unreachable: the alerts page shows the error state', /not reachable/i.test(aerr), aerr);
+  }
   await page.unroute('**/api/v1/**');
   allowed = [];
 
@@ -413,6 +550,10 @@ async function phone() {
     ['registry', '#/registry', '#registry'],
     ['registry-form', '#/registry/new', '#meter-form'],
   ];
+  if (ALERTS) {
+    const first = (await apiGet(page, '/api/v1/alerts?limit=1')).body.alerts[0];
+    pages.push(['alerts', '#/alerts', '#alerts tr[data-alert]'], ['alert', `#/alerts/${first.id}`, '#alert-facts']);
+  }
   for (const [name, hash, sel] of pages) {
     await page.evaluate((h) => { location.hash = h; }, hash);
     await page.locator(sel).first().waitFor({ timeout: T });
@@ -430,8 +571,25 @@ async function phone() {
   await ctx.close();
 }
 
+// A viewer sees the alerts but no acknowledge button (the API would refuse it: 403).
+async function viewer() {
+  if (!ALERTS || !VIEWER) return;
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US' });
+  const page = await ctx.newPage();
+  watch(page, 'viewer');
+  phase = 'viewer';
+  await login(page, VIEWER, VIEWER_PASSWORD);
+  await page.evaluate(() => { location.hash = '#/alerts?state=firing'; });
+  await page.locator('#alerts tr[data-alert]').first().waitFor({ timeout: T });
+  const rows = await page.locator('#alerts tr[data-alert]').count();
+  const buttons = await page.locator('#alerts button[data-ack]').count();
+  check('alerts: a viewer sees firing alerts but no acknowledge button', rows > 0 && buttons === 0, { rows, buttons });
+  await ctx.close();
+}
+
 try {
   await desktop();
+  await viewer();
   await phone();
 } catch (e) {
   check('the run finished', false, String(e && e.stack || e));
