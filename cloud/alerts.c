@@ -623,7 +623,7 @@ static int eval_threshold(alerts_t *a, const struct cfg_alert_rule *r, const str
     f->value = nv > 0 ? v[0] : before;
     if (f->has_value) {
         char d[32];
-        snprintf(f->message, sizeof(f->message), "meter %s: %s %.10g %s, %s %.10g%s%s", m->id,
+        snprintf(f->message, sizeof(f->message), "meter %s: %s %.6g %s, %s %.6g%s%s", m->id,
                  q ? q->name : "?", f->value, q ? q->unit : "", r->below ? "below" : "above",
                  r->limit, for_ms > 0 ? " for " : "", for_ms > 0 ? dur(for_ms, d, sizeof(d)) : "");
     }
