@@ -657,8 +657,7 @@ static int eval_usage(alerts_t *a, const struct cfg_alert_rule *r, const struct 
         if ((rc = store_usage_sum(a->st, ctx.id, qty_index("energy_import"), today, today, now,
                                   &sum)) < 0)
             return rc;
-        if (sum.n == 0 && sum.use <= 0)
-            return 0;
+        /* no reading today is no use today: a new day clears yesterday's alert */
         f->cond = sum.use > r->limit ? ALERT_COND_FIRE : ALERT_COND_CLEAR;
         f->has_value = true;
         f->value = round(sum.use * 1000) / 1000;

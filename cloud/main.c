@@ -368,6 +368,16 @@ int main(int argc, char **argv)
     }
     if (admin_from_env(auth) < 0)
         goto done;
+    /* before ingest and the HTTP server: libcurl is set up before their threads run */
+    if ((rc = alerts_start(&cfg->alerts, cfg->store.path, st, true, &alerts, err, sizeof(err))) <
+        0) {
+        log_warnx("alerts: cannot start: %s", err);
+        goto done;
+    }
+    log_info("alerts: %d rule%s, %d channel%s, every %d s", cfg->alerts.nrules,
+             cfg->alerts.nrules == 1 ? "" : "s", cfg->alerts.nchannels,
+             cfg->alerts.nchannels == 1 ? "" : "s", cfg->alerts.interval_s);
+    api_alerts_setup(alerts);
     if ((rc = ingest_start(&cfg->mqtt, &cfg->ingest, st, &in)) < 0) {
         log_warnx("mqtt: cannot start: %s", strerror(-rc));
         goto done;
@@ -385,15 +395,6 @@ int main(int argc, char **argv)
         log_warnx("backup: cannot start: %s", strerror(-rc));
         goto done;
     }
-    if ((rc = alerts_start(&cfg->alerts, cfg->store.path, st, true, &alerts, err, sizeof(err))) <
-        0) {
-        log_warnx("alerts: cannot start: %s", err);
-        goto done;
-    }
-    log_info("alerts: %d rule%s, %d channel%s, every %d s", cfg->alerts.nrules,
-             cfg->alerts.nrules == 1 ? "" : "s", cfg->alerts.nchannels,
-             cfg->alerts.nchannels == 1 ? "" : "s", cfg->alerts.interval_s);
-    api_alerts_setup(alerts);
     api_admin_setup(bk);
     api_usage_setup(&cfg->rollup, &cfg->registry);
     if ((rc = api_start(&cfg->http, st, in, auth, &api, err, sizeof(err))) < 0) {

@@ -467,6 +467,124 @@ static void test_restart_and_removed_rule(void **state)
     assert_contains(newest(f).message, "rule removed");
 }
 
+/* data_gap: a reported missing range fires; its seqs arriving resolve it. */
+static void test_data_gap(void **state)
+{
+    struct fixture *f = *state;
+    struct store_gap gaps[4];
+    int ng = 0;
+
+    f->cfg.rules[f->cfg.nrules] = (struct cfg_alert_rule){.kind = CFG_ALERT_DATA_GAP};
+    snprintf(f->cfg.rules[f->cfg.nrules++].name, CFG_ALERT_NAME_MAX, "gaps");
+    start(f);
+    next_seq = 1;
+    put(f, "m1", T0, true, "power", 1);
+    put(f, "m1", T0 + 1000, true, "power", 1);
+    next_seq = 5; /* 3 and 4 missing */
+    put(f, "m1", T0 + 4000, true, "power", 1);
+    assert_int_equal(alerts_evaluate(f->a, T0 + 5000), 0);
+    assert_int_equal(count(f, -1, NULL, NULL), 0); /* missing, not yet a data gap */
+    assert_int_equal(store_check_gaps(f->st, T0 + 400000, 300000, gaps, 4, &ng), 0);
+    assert_int_equal(ng, 1);
+    assert_int_equal(alerts_evaluate(f->a, T0 + 400000), 0);
+    assert_int_equal(count(f, ALERT_FIRING, NULL, GW), 1);
+    assert_string_equal(newest(f).meter, "");
+    assert_double_eq(newest(f).value, 1);
+    next_seq = 3;
+    put(f, "m1", T0 + 2000, true, "power", 1);
+    put(f, "m1", T0 + 3000, true, "power", 1);
+    assert_int_equal(alerts_evaluate(f->a, T0 + 401000), 0);
+    assert_int_equal(count(f, ALERT_RESOLVED, NULL, GW), 1);
+    next_seq = 100;
+}
+
+/* gateway_offline: its retained status says offline; back online resolves. */
+static void test_gateway_offline(void **state)
+{
+    struct fixture *f = *state;
+    struct cfg_alert_rule *r = add_rule(f, "gw-off", CFG_ALERT_GATEWAY_OFFLINE, "");
+    bool changed;
+
+    r->after_s = 10;
+    snprintf(r->gateway, sizeof(r->gateway), "%s", GW);
+    start(f);
+    put(f, "m1", T0, true, "power", 1);
+    assert_int_equal(store_put_status(f->st, GW, "online", T0, &changed), 0);
+    assert_int_equal(alerts_evaluate(f->a, T0 + 5000), 0);
+    assert_int_equal(count(f, -1, NULL, NULL), 0);
+    assert_int_equal(store_put_status(f->st, GW, "offline", T0 + 6000, &changed), 0);
+    assert_int_equal(alerts_evaluate(f->a, T0 + 15000), 0); /* offline 9 s of 10 */
+    assert_int_equal(count(f, -1, NULL, NULL), 0);
+    assert_int_equal(alerts_evaluate(f->a, T0 + 16000), 0);
+    assert_int_equal(count(f, ALERT_FIRING, NULL, GW), 1);
+    assert_contains(newest(f).message, "offline for 10 s");
+    assert_int_equal(store_put_status(f->st, GW, "online", T0 + 20000, &changed), 0);
+    assert_int_equal(alerts_evaluate(f->a, T0 + 21000), 0);
+    assert_int_equal(count(f, ALERT_RESOLVED, NULL, GW), 1);
+    /* silent while "online": nothing heard for after_s */
+    assert_int_equal(alerts_evaluate(f->a, T0 + 31000), 0);
+    assert_int_equal(count(f, ALERT_FIRING, NULL, GW), 1);
+    assert_contains(newest(f).message, "nothing received for");
+}
+
+/* daily_usage: today's energy_import use in the meter's day (UTC here). */
+static void test_daily_usage(void **state)
+{
+    struct fixture *f = *state;
+    int64_t day = T0 - T0 % 86400000LL + 3600000; /* 01:00 UTC of T0's day */
+    struct alert al;
+
+    add_rule(f, "daily", CFG_ALERT_DAILY_USAGE, "m1")->limit = 40;
+    start(f);
+    for (int i = 0; i <= 6; i++) /* 5 kWh every 5 minutes: 30 kWh */
+        put(f, "m1", day + i * 300000LL, true, "energy_import", 100 + 5 * i);
+    assert_int_equal(alerts_evaluate(f->a, day + 1800001), 0);
+    assert_int_equal(count(f, -1, NULL, NULL), 0);
+    for (int i = 7; i <= 11; i++) /* 55 kWh by now */
+        put(f, "m1", day + i * 300000LL, true, "energy_import", 100 + 5 * i);
+    assert_int_equal(alerts_evaluate(f->a, day + 3300001), 0);
+    assert_int_equal(count(f, ALERT_FIRING, NULL, NULL), 1);
+    al = newest(f);
+    assert_double_eq(al.value, 55);
+    assert_contains(al.message, "55.000 kWh used today");
+    /* the next day starts from 0 */
+    assert_int_equal(alerts_evaluate(f->a, day + 86400000LL), 0);
+    assert_int_equal(count(f, ALERT_RESOLVED, NULL, NULL), 1);
+}
+
+/* balance_days: the KPI forecast of a registered prepaid meter. */
+static void test_balance_days(void **state)
+{
+    struct fixture *f = *state;
+    struct store_site site = {.id = "home", .tz = "UTC"};
+    struct store_reg reg = {.id = "p1", .gateway = GW, .site = "home", .prepaid = true};
+    int64_t t = T0 - T0 % 86400000LL; /* midnight UTC */
+    struct alert al;
+
+    add_rule(f, "low-balance", CFG_ALERT_BALANCE_DAYS, "")->limit = 3;
+    start(f);
+    assert_int_equal(store_site_put(f->st, &site, true, T0), 0);
+    assert_int_equal(store_reg_put(f->st, &reg, true, T0), 0);
+    /* 2 a day for 4 days, every 2 hours: 40 -> 32 */
+    for (int i = 0; i <= 48; i++)
+        put(f, "p1", t + i * 7200000LL, true, "balance", 40 - i * (2.0 / 12));
+    /* 32 left at 2 a day: 16 days */
+    assert_int_equal(alerts_evaluate(f->a, t + 48 * 7200000LL + 1000), 0);
+    assert_int_equal(count(f, -1, NULL, NULL), 0);
+    /* a fast drop to 4: the average of the window rises, the days left fall below 3 */
+    put(f, "p1", t + 48 * 7200000LL + 3600000, true, "balance", 4);
+    assert_int_equal(alerts_evaluate(f->a, t + 48 * 7200000LL + 3601000), 0);
+    assert_int_equal(count(f, ALERT_FIRING, NULL, NULL), 1);
+    al = newest(f);
+    assert_string_equal(al.meter, "p1");
+    assert_true(al.value < 3);
+    assert_contains(al.message, "balance 4.00 lasts");
+    /* a top-up: resolved */
+    put(f, "p1", t + 48 * 7200000LL + 7200000, true, "balance", 100);
+    assert_int_equal(alerts_evaluate(f->a, t + 48 * 7200000LL + 7201000), 0);
+    assert_int_equal(count(f, ALERT_RESOLVED, NULL, NULL), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -477,6 +595,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delivery_gives_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threshold_for_duration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_and_removed_rule, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_data_gap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gateway_offline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_daily_usage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_balance_days, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
