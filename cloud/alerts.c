@@ -1086,12 +1086,16 @@ static int record(alerts_t *a, const struct outbox_row *o, bool ok, int status, 
     }
     sqlite3_finalize(s);
     s = NULL;
-    if ((rc = prepare(a, "UPDATE alert_outbox SET attempts = ?, next_ms = ?, done = ? WHERE id = ?",
+    /* done (delivered or given up): the payload is no longer needed */
+    if ((rc = prepare(a,
+                      last ? "DELETE FROM alert_outbox WHERE id = ?4"
+                           : "UPDATE alert_outbox SET attempts = ?1, next_ms = ?2 WHERE id = ?4",
                       &s)) < 0)
         goto fail;
-    sqlite3_bind_int(s, 1, attempt);
-    sqlite3_bind_int64(s, 2, next);
-    sqlite3_bind_int(s, 3, last);
+    if (!last) {
+        sqlite3_bind_int(s, 1, attempt);
+        sqlite3_bind_int64(s, 2, next);
+    }
     sqlite3_bind_int64(s, 4, o->id);
     if (sqlite3_step(s) != SQLITE_DONE) {
         rc = db_fail(a, "update the outbox");

@@ -18,7 +18,8 @@
  * Each notification goes to each channel of its rule (a webhook: JSON POST, signed with
  * HMAC-SHA256 when the channel has a secret; e-mail over SMTP) through an outbox: every
  * attempt is recorded with its status, and a failed one is retried after retry_base_ms,
- * doubling up to retry_max_ms, at most retry_max more times.
+ * doubling up to retry_max_ms, at most retry_max more times. An outbox row is deleted once
+ * it is delivered or given up; its attempts stay with the alert.
  *
  * State lives in the cloud's database file (tables alerts, alert_outbox,
  * alert_deliveries) through a connection of this module's own, so it survives restarts.
@@ -87,11 +88,12 @@ int64_t alert_backoff_ms(int attempt, int base_ms, int max_ms);
 enum alert_cond alert_cond_silent(bool has_ok, int64_t last_ok_ms, int64_t first_seen_ms,
                                   int64_t now, int64_t after_ms);
 
-/* A gateway: fires when its status is "offline" since at least after_ms, or when it has
- * been heard of (last_seen_ms: its last readings batch, or its status time) more than
- * after_ms ago; clears when it is online and heard of recently. */
-enum alert_cond alert_cond_gateway(const char *status, int64_t status_ms, bool has_last_seen,
-                                   int64_t last_seen_ms, int64_t now, int64_t after_ms);
+/* A gateway: fires when its status is "offline" since status_ms, at least after_ms; or,
+ * when it is not offline, when it was last heard from (has_heard, heard_ms: its newest
+ * readings batch, health message or online status) at least after_ms ago; clears when it is
+ * not offline and was heard from recently. Never heard from: holds. */
+enum alert_cond alert_cond_gateway(const char *status, int64_t status_ms, bool has_heard,
+                                   int64_t heard_ms, int64_t now, int64_t after_ms);
 
 /* A threshold over a quantity's readings: v[0..n) at ts[0..n), newest first, all of
  * [now - for_ms, now], plus the one reading before that window (has_before, before_v).
