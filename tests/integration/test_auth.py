@@ -67,6 +67,11 @@ PROTECTED = [
     ("GET", "/api/v1/admin/backups/x1", "admin"),
     ("GET", "/api/v1/admin/maintenance", "admin"),
     ("POST", "/api/v1/admin/maintenance", "admin"),
+    # api_alerts.c
+    ("GET", "/api/v1/alerts", "viewer"),
+    ("GET", "/api/v1/alerts/rules", "viewer"),
+    ("GET", "/api/v1/alerts/x1", "viewer"),
+    ("POST", "/api/v1/alerts/x1/ack", "operator"),
 ]
 PUBLIC = [("POST", "/api/v1/login"), ("GET", "/healthz")]
 SAMPLE = {"meter": "m1", "gateway": "gw-01", "user": "nobody", "token": "1", "id": "x1"}
