@@ -8,7 +8,9 @@ retried after the backoff and both attempts are recorded on the alert. A viewer 
 alerts but not acknowledge them (403), no token gets 401, an operator acknowledges it;
 when the polls work again the alert resolves and the receiver is told. Stopping the agent
 fires the gateway_offline rule, starting it again resolves it. No secret reaches the log
-or the API. A second rule mails a small SMTP server (here too) when another meter fails.
+or the API. A second rule mails a small SMTP server (here too) when another meter fails; a channel
+that requires STARTTLS, which that server does not offer, fails every attempt and sends
+nothing.
 """
 import hashlib
 import hmac
@@ -176,14 +178,19 @@ class Alerts(unittest.TestCase):
                                   "secret": self.secret, "timeout_ms": 5000},
                          "mail": {"type": "email", "url": f"smtp://127.0.0.1:{self.smtp.port}",
                                   "from": "meter-cloud@example.net",
-                                  "to": ["ops@example.net", "oncall@example.net"]}},
+                                  "to": ["ops@example.net", "oncall@example.net"]},
+                         # STARTTLS required, but this server does not offer it: must fail
+                         "mail-tls": {"type": "email", "starttls": True,
+                                      "url": f"smtp://127.0.0.1:{self.smtp.port}",
+                                      "from": "meter-cloud@example.net",
+                                      "to": ["ops@example.net"]}},
             "rules": [
                 {"name": "house-silent", "kind": "meter_offline", "meter": "house", "after_s": 3,
                  "channels": ["hook"]},
                 {"name": "gw-offline", "kind": "gateway_offline", "gateway": GW, "after_s": 1,
                  "channels": ["hook"]},
                 {"name": "garage-silent", "kind": "meter_offline", "meter": "garage",
-                 "after_s": 3, "channels": ["mail"]},
+                 "after_s": 3, "channels": ["mail", "mail-tls"]},
                 {"name": "power-high", "kind": "threshold", "quantity": "power",
                  "above": 1e9, "for_s": 5},
             ]}
@@ -341,7 +348,9 @@ class Alerts(unittest.TestCase):
                                              "quantity": "power", "above": 1e9, "unit": "W",
                                              "for_s": 5})
         self.assertEqual(rules["channels"], [{"name": "hook", "type": "webhook", "signed": True},
-                                             {"name": "mail", "type": "email", "recipients": 2}])
+                                             {"name": "mail", "type": "email", "recipients": 2},
+                                             {"name": "mail-tls", "type": "email",
+                                              "recipients": 1}])
         text = json.dumps(rules)
         self.assertNotIn(self.secret, text)
         self.assertNotIn(str(self.rx.port), text)
@@ -370,6 +379,14 @@ class Alerts(unittest.TestCase):
         d = stack.wait_for(lambda: [x for x in st.get(f"/api/v1/alerts/{al['id']}")[1]["deliveries"]
                                     if x["status"] == "delivered"], 20, "the delivery record")
         self.assertEqual((d[0]["channel"], d[0]["code"]), ("mail", 250))
+        # starttls: true never falls back to plain text: every attempt fails, none is sent
+        tls = stack.wait_for(lambda: (lambda x: x if len(x) == 4 else None)(
+            [x for x in st.get(f"/api/v1/alerts/{al['id']}")[1]["deliveries"]
+             if x["channel"] == "mail-tls"]), 30, "1 + retry_max failed STARTTLS attempts")
+        self.assertEqual([x["status"] for x in tls], ["failed"] * 4, tls)
+        self.assertIsNone(tls[-1]["retry_at"], "given up after retry_max")
+        self.assertRegex(tls[0]["error"], "(?i)tls|ssl", tls[0])
+        self.assertEqual(len(self.smtp.mails), 1, "only the plain channel's mail was sent")
 
 
 if __name__ == "__main__":
