@@ -37,9 +37,9 @@
 #define DAY_MS 86400000LL
 #define BUSY_TIMEOUT_MS 10000
 #define OUTBOX_BATCH 16          /* attempts made per alerts_deliver() round */
-#define WINDOW_READINGS_MAX 5000 /* readings a threshold looks at */
+#define WINDOW_READINGS_MAX 5000 /* readings a silent meter's window is searched for a good one */
+#define WINDOW_PAGE 200          /* readings a threshold reads at a time */
 #define RESPONSE_KEEP 4096       /* bytes of a webhook's answer kept for the error text */
-#define PAYLOAD_MAX (16 * 1024)  /* a notification's JSON */
 
 /* ---- pure parts ---------------------------------------------------------------------- */
 
@@ -582,43 +582,56 @@ static bool past_q(const struct reading *rd, int q, double *v)
     return true;
 }
 
-/* threshold: the readings of the window and the one before it. */
+/* threshold: the readings of the window and the one before it. The window is read newest
+ * first, a page at a time, and only until a reading is not past the limit: a quiet meter
+ * costs one page, and only a firing one is read over its whole window. */
 static int eval_threshold(alerts_t *a, const struct cfg_alert_rule *r, const struct store_meter *m,
                           int64_t now, struct finding *f)
 {
-    int64_t for_ms = (int64_t)r->for_s * 1000, from = now - for_ms;
-    struct store_reading *rd = NULL, *bf = NULL;
-    double *v = NULL, before = 0;
-    bool has_before = false;
-    int n = 0, nb = 0, nv = 0, rc;
+    int64_t for_ms = (int64_t)r->for_s * 1000, from = now - for_ms, to = now + 1;
+    struct store_reading *rd = NULL;
+    double v[2], before = 0, x;
+    bool has_before = false, broken = false;
+    int n = 0, nv = 0, rc;
     const struct quantity *q = qty_at(r->quantity);
 
-    if (for_ms > 0) {
-        rc = store_readings(a->st, m->id, from, now + 1, WINDOW_READINGS_MAX, &rd, &n);
-        if (rc < 0 && rc != -ENOENT)
+    /* v[0]: the newest value in the window; v[1]: the first one not past the limit */
+    while (for_ms > 0 && !broken) {
+        rc = store_readings(a->st, m->id, from, to, WINDOW_PAGE, &rd, &n);
+        if (rc == -ENOENT)
+            break;
+        if (rc < 0)
             return rc;
+        for (int i = 0; i < n && !broken; i++) {
+            if (!past_q(&rd[i].r, r->quantity, &x))
+                continue;
+            if (nv == 0)
+                v[nv++] = x;
+            if (!past(x, r->limit, r->below)) {
+                v[nv++] = x;
+                broken = true;
+            }
+        }
+        if (n > 0)
+            to = rd[n - 1].r.ts_ms; /* the next page: older than the oldest of this one */
+        free(rd);
+        rd = NULL;
+        if (n < WINDOW_PAGE)
+            break;
     }
     /* the newest reading with the quantity before the window (or, for_s 0, at all) */
-    rc = store_readings(a->st, m->id, 0, for_ms > 0 ? from : now + 1, 20, &bf, &nb);
-    if (rc < 0 && rc != -ENOENT) {
+    if (!broken) {
+        rc = store_readings(a->st, m->id, 0, for_ms > 0 ? from : now + 1, 20, &rd, &n);
+        if (rc < 0 && rc != -ENOENT)
+            return rc;
+        for (int i = 0; rc == 0 && i < n && !has_before; i++)
+            has_before = past_q(&rd[i].r, r->quantity, &before);
         free(rd);
-        return rc;
     }
-    for (int i = 0; i < nb && !has_before; i++)
-        has_before = past_q(&bf[i].r, r->quantity, &before);
-    if (n > 0 && !(v = malloc((size_t)n * sizeof(*v)))) {
-        free(rd);
-        free(bf);
-        return -ENOMEM;
-    }
-    for (int i = 0; i < n; i++)
-        if (past_q(&rd[i].r, r->quantity, &v[nv]))
-            nv++;
-    if (for_ms == 0 && has_before) {
+    if (for_ms == 0 && has_before)
         f->cond = alert_cond_threshold(&before, 1, false, 0, r->limit, r->below, 0);
-    } else {
+    else
         f->cond = alert_cond_threshold(v, nv, has_before, before, r->limit, r->below, for_ms);
-    }
     f->has_value = nv > 0 || has_before;
     f->value = nv > 0 ? v[0] : before;
     if (f->has_value) {
@@ -627,9 +640,6 @@ static int eval_threshold(alerts_t *a, const struct cfg_alert_rule *r, const str
                  q ? q->name : "?", f->value, q ? q->unit : "", r->below ? "below" : "above",
                  r->limit, for_ms > 0 ? " for " : "", for_ms > 0 ? dur(for_ms, d, sizeof(d)) : "");
     }
-    free(v);
-    free(rd);
-    free(bf);
     return 0;
 }
 
@@ -1378,6 +1388,9 @@ static void *run(void *arg)
         if (mono >= next_eval) {
             if (alerts_evaluate(a, now_ms()) < 0)
                 log_warnx("alerts: an evaluation failed (see above); trying again later");
+            else
+                log_debug("alerts: %d rules evaluated in %lld ms", a->cfg.nrules,
+                          (long long)(mono_ms() - mono));
             next_eval = mono + (int64_t)a->cfg.interval_s * 1000;
         }
         alerts_deliver(a, now_ms(), &next_due);

@@ -445,6 +445,28 @@ static void test_threshold_for_duration(void **state)
     assert_int_equal(count(f, ALERT_NONE, NULL, NULL), 0);
 }
 
+/* A window longer than one page of readings: read to its start, and a dip anywhere in it
+ * keeps the alert from firing. */
+static void test_threshold_long_window(void **state)
+{
+    struct fixture *f = *state;
+    struct cfg_alert_rule *r = add_rule(f, "long", CFG_ALERT_THRESHOLD, "");
+
+    r->quantity = qty_index("voltage_l1");
+    r->limit = 207;
+    r->below = 1;
+    r->for_s = 600;
+    start(f);
+    for (int i = 0; i <= 700; i++) {
+        put(f, "a", T0 + i * 1000LL, true, "voltage_l1", 200);
+        put(f, "b", T0 + i * 1000LL, true, "voltage_l1", i == 150 ? 230 : 200); /* 550 s ago */
+    }
+    assert_int_equal(alerts_evaluate(f->a, T0 + 700000), 0);
+    assert_int_equal(count(f, ALERT_FIRING, "a", NULL), 1);
+    assert_int_equal(count(f, -1, "b", NULL), 0);
+    assert_contains(newest(f).message, "voltage_l1 200 V, below 207 for 10 min");
+}
+
 /* Alerts survive a restart; open alerts of a rule that is gone are resolved. */
 static void test_restart_and_removed_rule(void **state)
 {
@@ -594,6 +616,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_silent_meter_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_gives_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threshold_for_duration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threshold_long_window, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_and_removed_rule, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_gap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gateway_offline, setup, teardown),
