@@ -530,6 +530,18 @@ static const char *dur(int64_t ms, char *buf, size_t len)
     return buf;
 }
 
+/* Copies s with anything but printable ASCII as '?': a gateway's error text is outside input,
+ * and messages end up in logs and e-mail headers. */
+static const char *printable(const char *s, char *out, size_t len)
+{
+    size_t j = 0;
+
+    for (size_t i = 0; s[i] && j + 1 < len; i++)
+        out[j++] = (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f ? s[i] : '?';
+    out[j] = '\0';
+    return out;
+}
+
 static bool meter_matches(const struct cfg_alert_rule *r, const struct store_meter *m)
 {
     return (!r->meter[0] || strcmp(r->meter, m->id) == 0) &&
@@ -543,7 +555,7 @@ static int eval_silent(alerts_t *a, const struct cfg_alert_rule *r, const struct
     int64_t after = (int64_t)r->after_s * 1000, last_ok = 0;
     struct store_reading *rd = NULL;
     bool has_ok = false;
-    char d1[32], d2[32];
+    char d1[32], d2[32], e[WIRE_ERROR_MAX];
     int n = 0, rc;
 
     if (m->has_last && m->last.r.ok) {
@@ -570,7 +582,7 @@ static int eval_silent(alerts_t *a, const struct cfg_alert_rule *r, const struct
     else
         snprintf(f->message, sizeof(f->message), "meter %s: no good reading within %s%s%s", m->id,
                  dur(after, d2, sizeof(d2)), m->has_last ? "; last poll failed: " : "",
-                 m->has_last ? m->last.r.error : "");
+                 m->has_last ? printable(m->last.r.error, e, sizeof(e)) : "");
     return 0;
 }
 
@@ -905,6 +917,7 @@ static char *mail_text(const struct cfg_alert_channel *ch, const char *event, co
     cJSON *root = cJSON_Parse(json);
     const cJSON *al = root ? cJSON_GetObjectItemCaseSensitive(root, "alert") : NULL;
     const char *rule = "?", *msg = "", *state = "";
+    char rule_s[CFG_ALERT_NAME_MAX], msg_s[ALERT_MESSAGE_MAX], state_s[ALERT_STATE_MAX];
     char date[64], to[CFG_ALERT_RCPT_MAX * (CFG_MAIL_MAX + 2)], *out = NULL;
     time_t t = time(NULL);
     struct tm tm;
@@ -913,19 +926,20 @@ static char *mail_text(const struct cfg_alert_channel *ch, const char *event, co
 
     if (al) {
         const cJSON *v;
+        /* printable ASCII only: no CR or LF can start a header of its own */
         if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(al, "rule")))
-            rule = v->valuestring;
+            rule = printable(v->valuestring, rule_s, sizeof(rule_s));
         if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(al, "message")))
-            msg = v->valuestring;
+            msg = printable(v->valuestring, msg_s, sizeof(msg_s));
         if (cJSON_IsString(v = cJSON_GetObjectItemCaseSensitive(al, "state")))
-            state = v->valuestring;
+            state = printable(v->valuestring, state_s, sizeof(state_s));
     }
     gmtime_r(&t, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
     to[0] = '\0';
     for (int i = 0; i < ch->nto; i++)
         n += (size_t)snprintf(to + n, sizeof(to) - n, "%s<%s>", i ? ", " : "", ch->to[i]);
-    /* every text here is ours or validated (no CR or LF): nothing can add a header */
+    /* every text here is ours, validated or made printable: nothing can add a header */
     out = dup_printf(&len,
                      "Date: %s\r\nFrom: <%s>\r\nTo: %s\r\nSubject: [Meterlink] %s: %s\r\n"
                      "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"

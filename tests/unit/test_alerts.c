@@ -445,6 +445,29 @@ static void test_threshold_for_duration(void **state)
     assert_int_equal(count(f, ALERT_NONE, NULL, NULL), 0);
 }
 
+/* A gateway's error text is outside input: the message keeps only printable ASCII (it goes
+ * into logs and e-mail subjects). */
+static void test_error_text_is_made_printable(void **state)
+{
+    struct fixture *f = *state;
+    struct reading r;
+    struct store_put_result res;
+    struct alert al;
+
+    add_rule(f, "silent", CFG_ALERT_METER_OFFLINE, "")->after_s = 5;
+    start(f);
+    memset(&r, 0, sizeof(r));
+    r.seq = next_seq++;
+    snprintf(r.meter, sizeof(r.meter), "m1");
+    r.ts_ms = T0;
+    snprintf(r.error, sizeof(r.error), "no\r\nBcc: x@y\x01");
+    assert_int_equal(store_put_batch(f->st, GW, STREAM, &r, 1, T0, &res), 0);
+    assert_int_equal(alerts_evaluate(f->a, T0 + 6000), 0);
+    al = newest(f);
+    assert_contains(al.message, "last poll failed: no??Bcc: x@y?");
+    assert_null(strpbrk(al.message, "\r\n\x01"));
+}
+
 /* A window longer than one page of readings: read to its start, and a dip anywhere in it
  * keeps the alert from firing. */
 static void test_threshold_long_window(void **state)
@@ -617,6 +640,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delivery_gives_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threshold_for_duration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threshold_long_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_text_is_made_printable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_and_removed_rule, setup, teardown),
         cmocka_unit_test_setup_teardown(test_data_gap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gateway_offline, setup, teardown),
