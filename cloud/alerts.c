@@ -1230,6 +1230,9 @@ int alerts_list(alerts_t *a, const struct alerts_filter *f, struct alert **out, 
     if (!(v = calloc((size_t)limit, sizeof(*v))))
         return -ENOMEM;
     pthread_mutex_lock(&a->mu);
+    /* one read transaction: the total and the rows are of one snapshot */
+    if ((rc = exec(a, "BEGIN")) < 0)
+        goto unlock;
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1 && !total)
             break;
@@ -1266,6 +1269,8 @@ int alerts_list(alerts_t *a, const struct alerts_filter *f, struct alert **out, 
     rc = 0;
 done:
     sqlite3_finalize(s);
+    exec(a, "COMMIT");
+unlock:
     pthread_mutex_unlock(&a->mu);
     if (rc < 0) {
         free(v);
