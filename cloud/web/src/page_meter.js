@@ -11,6 +11,7 @@ import { h, replace, loading, empty, errorState, card, setTitle } from './ui.js'
 import { n2, signed2, dateTime, localDate, localMidnight, bucketLabel, ago, toMs } from './fmt.js';
 import { makeChart, usageOption, lineOption } from './charts.js';
 import { live } from './live.js';
+import { stateBadge } from './page_alerts.js';
 
 const DAY = 86400000;
 const POINTS_MAX = 1000;
@@ -75,7 +76,8 @@ export async function render(main, [id], params) {
   const sub = h('p', { class: 'sub', id: 'meter-sub' }, '');
   const kpiBox = h('div', { id: 'kpi-box' }, loading('Loading the meter…'));
   const mode = h('span', { class: 'live', id: 'live-mode' });
-  replace(main, title, sub, kpiBox);
+  const alertBox = h('div', { id: 'meter-alerts-box' });
+  replace(main, title, sub, alertBox, kpiBox);
 
   let k;
   let meterInfo = null;
@@ -100,6 +102,20 @@ export async function render(main, [id], params) {
     k.prepaid ? ' · prepaid' : null,
   ];
   replace(sub, subText());
+  // the meter's open alerts, if any (nothing shown without them or without an alerts API)
+  const loadAlerts = async () => {
+    let r;
+    try {
+      r = await api(`/api/v1/alerts${qs({ state: 'open', meter: id, limit: 5 })}`);
+    } catch {
+      return;
+    }
+    const list = (r && r.alerts) || [];
+    replace(alertBox, list.length ? h('ul', { class: 'alerts', id: 'meter-alerts', 'aria-label': 'Open alerts of this meter' },
+      list.map((a) => h('li', { dataset: { alert: String(a.id) } }, stateBadge(a.state),
+        h('a', { class: 'what', href: `#/alerts/${enc(String(a.id))}` }, a.message || a.rule)))) : null);
+  };
+  loadAlerts();
   const noData = () => (!meterInfo || !meterInfo.last_reading)
     ? empty('No data yet', 'This meter has not delivered a reading yet. Its values show up here as soon as it does.') : null;
   replace(kpiBox, noData(), kpiCards(k));
@@ -200,6 +216,7 @@ export async function render(main, [id], params) {
     }
     replace(kpiBox, noData(), kpiCards(k));
     replace(sub, subText());
+    loadAlerts();
     if (viewRange(view, date, tz).live) await loadCharts(false);
   }
 

@@ -249,6 +249,14 @@ async function desktop() {
   const shown = Number((await kpiText(page, 'today')).replace(/,/g, ''));
   check("meter: today's usage agrees with the API now (±0.05 kWh)", Math.abs(shown - now.body.today.energy) <= 0.05,
     { shown, api: now.body.today.energy });
+  if (ALERTS) {
+    const ma = await eventually(async () => {
+      const r = await apiGet(page, `/api/v1/alerts?state=open&meter=${METER}`);
+      const shown = await page.locator('#meter-alerts li[data-alert]').evaluateAll((ls) => ls.map((l) => Number(l.dataset.alert)));
+      return { ok: r.body.total > 0 && JSON.stringify(shown) === JSON.stringify(r.body.alerts.map((a) => a.id)), shown, api: r.body.alerts.map((a) => a.id) };
+    });
+    check("meter: the meter's open alerts are shown with links", ma.ok, ma);
+  }
   check('meter: times are in the site zone the API gives', (await page.locator('#meter-sub').textContent()).includes(now.body.tz), now.body.tz);
   await shot(page, 'desktop-meter');
 
