@@ -23,24 +23,16 @@
 struct reading {
     uint64_t seq;
     char meter[WIRE_ID_MAX];
-    int64_t ts_ms;  /* UTC ms when the response arrived */
-    bool ok;        /* false: the poll failed; error says why, no values */
-    bool unsynced;  /* the gateway's clock was not set */
-    uint32_t present;       /* bit i set: values[i] holds quantity i */
+    int64_t ts_ms;    /* UTC ms when the response arrived */
+    bool ok;          /* false: the poll failed; error says why, no values */
+    bool unsynced;    /* the gateway's clock was not set */
+    uint32_t present; /* bit i set: values[i] holds quantity i */
     double values[QTY_MAX];
     char error[WIRE_ERROR_MAX];
 };
 
 /* Why a reading was rejected. */
-enum wire_reject {
-    WR_NOT_OBJECT,
-    WR_SEQ,
-    WR_METER,
-    WR_TS,
-    WR_OK,
-    WR_VALUES,
-    WR_COUNT
-};
+enum wire_reject { WR_NOT_OBJECT, WR_SEQ, WR_METER, WR_TS, WR_OK, WR_VALUES, WR_COUNT };
 const char *wire_reject_name(enum wire_reject r);
 
 struct wire_batch {
@@ -61,8 +53,12 @@ bool wire_stream_valid(const char *s);
 #define WIRE_READING_MAX 2048
 int wire_encode_reading(const struct reading *r, char *buf, size_t len);
 
-/* Writes the shortest decimal form of v that reads back as exactly v. buf >= 32 bytes. */
+/* Writes the shortest decimal form of v that reads back as exactly v (printf %g style,
+ * integers below 1e15 without exponent, "null" for NaN and infinities). buf >= 32 bytes.
+ * Grisu3 with 64-bit integers; where it cannot prove its result, the slow path below. */
 int wire_format_double(double v, char *buf, size_t len);
+/* The same text from glibc's printf and strtod (the reference; 10-50x slower). */
+int wire_format_double_slow(double v, char *buf, size_t len);
 
 /* Encodes a readings batch. Returns a malloc'd NUL-terminated string, or NULL when out of
  * memory. */
@@ -71,8 +67,7 @@ char *wire_encode_batch(const char *gw, const char *stream, const struct reading
 /* Parses a readings batch of len bytes. Returns 0 with *b filled (free with
  * wire_batch_free), or -EINVAL with err set when the envelope is unusable (not JSON, wrong
  * version, missing or invalid gw/stream/readings, too many readings). */
-int wire_parse_batch(const char *buf, size_t len, struct wire_batch *b, char *err,
-                     size_t errlen);
+int wire_parse_batch(const char *buf, size_t len, struct wire_batch *b, char *err, size_t errlen);
 void wire_batch_free(struct wire_batch *b);
 
 #endif
