@@ -468,6 +468,158 @@ int wire_encode_reading(const struct reading *r, char *buf, size_t len)
     return (int)pos;
 }
 
+/* ---- packed readings -------------------------------------------------------------------- */
+
+static bool fits_float(double v)
+{
+    return fabs(v) <= FLT_MAX && (double)(float)v == v;
+}
+
+static void le_put(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t le_get(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+int wire_pack_reading(const struct reading *r, unsigned char *buf, size_t len)
+{
+    size_t ml = strlen(r->meter), pos = 0;
+    uint32_t present = 0, narrow = 0;
+
+    if (!wire_id_valid(r->meter))
+        return -EINVAL;
+    if (len < 2 + ml + 8 + 8)
+        return -ENOSPC;
+    buf[pos++] = (unsigned char)((r->ok ? 1 : 0) | (r->unsynced ? 2 : 0));
+    buf[pos++] = (unsigned char)ml;
+    memcpy(buf + pos, r->meter, ml);
+    pos += ml;
+    le_put(buf + pos, (uint64_t)r->ts_ms, 8);
+    pos += 8;
+    if (!r->ok) {
+        size_t el = strnlen(r->error, WIRE_ERROR_MAX - 1);
+        if (pos + 1 + el > len)
+            return -ENOSPC;
+        buf[pos++] = (unsigned char)el;
+        memcpy(buf + pos, r->error, el);
+        return (int)(pos + el);
+    }
+    for (int q = 0; q < qty_count() && q < 32; q++)
+        if ((r->present & (1u << q)) && isfinite(r->values[q])) {
+            present |= 1u << q;
+            if (fits_float(r->values[q]))
+                narrow |= 1u << q;
+        }
+    le_put(buf + pos, present, 4);
+    le_put(buf + pos + 4, narrow, 4);
+    pos += 8;
+    for (int q = 0; q < 32; q++) {
+        if (!(present & (1u << q)))
+            continue;
+        if (narrow & (1u << q)) {
+            float f = (float)r->values[q];
+            uint32_t u;
+            memcpy(&u, &f, 4);
+            if (pos + 4 > len)
+                return -ENOSPC;
+            le_put(buf + pos, u, 4);
+            pos += 4;
+        } else {
+            uint64_t u;
+            memcpy(&u, &r->values[q], 8);
+            if (pos + 8 > len)
+                return -ENOSPC;
+            le_put(buf + pos, u, 8);
+            pos += 8;
+        }
+    }
+    return (int)pos;
+}
+
+int wire_unpack_reading(const unsigned char *buf, size_t len, struct reading *r)
+{
+    size_t pos = 0, ml;
+    uint32_t present, narrow;
+    int64_t ts;
+
+    if (len < 2)
+        return -EILSEQ;
+    memset(r, 0, sizeof(*r));
+    if (buf[0] & ~3u)
+        return -EILSEQ;
+    r->ok = buf[0] & 1;
+    r->unsynced = (buf[0] & 2) != 0;
+    ml = buf[1];
+    pos = 2;
+    if (ml < 1 || ml >= WIRE_ID_MAX || len < pos + ml + 8)
+        return -EILSEQ;
+    memcpy(r->meter, buf + pos, ml);
+    r->meter[ml] = '\0';
+    if (!wire_id_valid(r->meter))
+        return -EILSEQ;
+    pos += ml;
+    ts = (int64_t)le_get(buf + pos, 8);
+    if (ts < 0 || ts > 253402300799999ll)
+        return -EILSEQ;
+    r->ts_ms = ts;
+    pos += 8;
+    if (!r->ok) {
+        size_t el;
+        if (len < pos + 1)
+            return -EILSEQ;
+        el = buf[pos++];
+        if (el >= WIRE_ERROR_MAX || len < pos + el || memchr(buf + pos, '\0', el))
+            return -EILSEQ;
+        memcpy(r->error, buf + pos, el);
+        r->error[el] = '\0';
+        return (int)(pos + el);
+    }
+    if (len < pos + 8)
+        return -EILSEQ;
+    present = (uint32_t)le_get(buf + pos, 4);
+    narrow = (uint32_t)le_get(buf + pos + 4, 4);
+    pos += 8;
+    if ((narrow & ~present) || (qty_count() < 32 && (present >> qty_count())))
+        return -EILSEQ;
+    for (int q = 0; q < 32; q++) {
+        double v;
+        if (!(present & (1u << q)))
+            continue;
+        if (narrow & (1u << q)) {
+            uint32_t u;
+            float f;
+            if (len < pos + 4)
+                return -EILSEQ;
+            u = (uint32_t)le_get(buf + pos, 4);
+            memcpy(&f, &u, 4);
+            v = f;
+            pos += 4;
+        } else {
+            uint64_t u;
+            if (len < pos + 8)
+                return -EILSEQ;
+            u = le_get(buf + pos, 8);
+            memcpy(&v, &u, 8);
+            pos += 8;
+            if (fits_float(v))
+                return -EILSEQ; /* not canonical: it would be packed as a float32 */
+        }
+        if (!isfinite(v))
+            return -EILSEQ;
+        r->values[q] = v;
+    }
+    r->present = present;
+    return (int)pos;
+}
+
 char *wire_encode_batch(const char *gw, const char *stream, const struct reading *r, int n)
 {
     size_t cap = 256 + (size_t)(n > 0 ? n : 0) * WIRE_READING_MAX, pos = 0;

@@ -60,6 +60,24 @@ int wire_format_double(double v, char *buf, size_t len);
 /* The same text from glibc's printf and strtod (the reference; 10-50x slower). */
 int wire_format_double_slow(double v, char *buf, size_t len);
 
+/*
+ * Packed readings: the compact binary form the gateway's queue stores (not a wire format).
+ * seq is not part of it (the queue knows it from the reading's place). Little-endian:
+ *   u8 flags (bit 0 ok, bit 1 unsynced; others 0), u8 meter length 1..63, the meter id,
+ *   i64 ts (0..year 9999);
+ *   ok: u32 present, u32 narrow (a subset of present), then for each bit of present from
+ *       the lowest: a float32 when the bit is in narrow, else a float64 that float32 cannot
+ *       hold exactly; every value finite;
+ *   failed: u8 error length 0..47, the error bytes.
+ * Exactly one byte string packs each reading (values that are not finite are left out).
+ */
+#define WIRE_PACKED_MAX (2 + WIRE_ID_MAX + 8 + 8 + 8 * QTY_MAX + WIRE_ERROR_MAX)
+/* Returns the bytes written (at most WIRE_PACKED_MAX), or -ENOSPC. */
+int wire_pack_reading(const struct reading *r, unsigned char *buf, size_t len);
+/* Reads one packed reading from the start of buf (seq left 0). Returns the bytes it took, or
+ * -EILSEQ when they are not a packed reading as above (truncated, bad field, not canonical). */
+int wire_unpack_reading(const unsigned char *buf, size_t len, struct reading *r);
+
 /* Encodes a readings batch. Returns a malloc'd NUL-terminated string, or NULL when out of
  * memory. */
 char *wire_encode_batch(const char *gw, const char *stream, const struct reading *r, int n);

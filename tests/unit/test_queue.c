@@ -196,14 +196,20 @@ static void test_memory_first_spills(void **state)
     assert_int_equal(queue_append(q, r, 12), 0);
     queue_get_stats(q, &st);
     assert_i64_eq(st.depth, 20);
-    assert_i64_eq(st.mem_depth, 10); /* the 10 oldest spilled */
+    /* past spill_rows all of memory is spilled in one transaction */
+    assert_i64_eq(st.mem_depth, 0);
+    assert_u64_eq(st.commits, 1);
+    fill(r, 5, now_ms());
+    assert_int_equal(queue_append(q, r, 5), 0);
+    queue_get_stats(q, &st);
+    assert_i64_eq(st.mem_depth, 5);
     /* fetch reads across both tiers in seq order */
-    assert_int_equal(queue_fetch(q, "gw-01", 5, 0, 10, &b), 1);
-    assert_u64_eq(b.first_seq, 6);
-    assert_u64_eq(b.last_seq, 15);
+    assert_int_equal(queue_fetch(q, "gw-01", 15, 0, 10, &b), 1);
+    assert_u64_eq(b.first_seq, 16);
+    assert_u64_eq(b.last_seq, 25);
     free(b.payload);
     /* acked in memory: never written at all */
-    assert_int_equal(queue_ack(q, queue_stream(q), 20), 0);
+    assert_int_equal(queue_ack(q, queue_stream(q), 25), 0);
     queue_get_stats(q, &st);
     assert_i64_eq(st.depth, 0);
     queue_close(q);
@@ -223,8 +229,10 @@ static void test_corrupt_file_is_set_aside(void **state)
     queue_default_opts(&o);
     assert_int_equal(queue_open(path, &o, &q), 0);
     snprintf(old_stream, sizeof(old_stream), "%s", queue_stream(q));
-    fill(r, 200, 1763800000000);
-    assert_int_equal(queue_append(q, r, 200), 0);
+    for (int k = 0; k < 10; k++) { /* 2000 readings */
+        fill(r, 200, 1763800000000 + k * 200);
+        assert_int_equal(queue_append(q, r, 200), 0);
+    }
     queue_close(q); /* a clean close checkpoints the WAL into the file */
 
     f = fopen(path, "r+b");
@@ -243,7 +251,7 @@ static void test_corrupt_file_is_set_aside(void **state)
     assert_string_equal(l[0].stream, old_stream);
     assert_string_equal(l[0].reason, "queue_corrupt");
     assert_u64_eq(l[0].first, 1);
-    assert_u64_eq(l[0].last, 200);
+    assert_u64_eq(l[0].last, 2000);
     fill(r, 1, 1763800009000);
     assert_int_equal(queue_append(q, r, 1), 0);
     assert_u64_eq(r[0].seq, 1); /* a new stream starts at 1 */
