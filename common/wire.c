@@ -365,6 +365,15 @@ int wire_format_double(double v, char *buf, size_t len)
     }
     if (!grisu3(a, d, &nd, &dexp))
         return wire_format_double_slow(v, buf, len);
+    {
+        /* A power of two has a lower neighbour twice as close: its shortest 16 digits may
+         * be other than the nearest 16 (which do not read back), and then the reference
+         * prints 17. Keep the reference's text. */
+        uint64_t bits;
+        memcpy(&bits, &a, sizeof(bits));
+        if (nd >= 16 && (bits & (((uint64_t)1 << 52) - 1)) == 0)
+            return wire_format_double_slow(v, buf, len);
+    }
     while (nd > 1 && d[nd - 1] == '0') {
         nd--;
         dexp++;
@@ -563,7 +572,7 @@ int wire_unpack_reading(const unsigned char *buf, size_t len, struct reading *r)
         return -EILSEQ;
     memcpy(r->meter, buf + pos, ml);
     r->meter[ml] = '\0';
-    if (!wire_id_valid(r->meter))
+    if (memchr(r->meter, '\0', ml) || !wire_id_valid(r->meter))
         return -EILSEQ;
     pos += ml;
     ts = (int64_t)le_get(buf + pos, 8);

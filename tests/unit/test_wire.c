@@ -625,7 +625,7 @@ static void test_format_double_matches_reference(void **state)
         x ^= x << 17;
         u = (uint32_t)x;
         memcpy(&f, &u, sizeof(f));
-        switch (i % 4) {
+        switch (i % 5) {
         case 0:
             memcpy(&v, &x, sizeof(v));
             break;
@@ -634,6 +634,9 @@ static void test_format_double_matches_reference(void **state)
             break;
         case 2:
             v = (double)f * 0.001;
+            break;
+        case 3:
+            v = ldexp(1.0, (int)(x % 2000) - 1000); /* powers of two */
             break;
         default: /* meter-like magnitudes */
             v = (double)(float)((double)(x >> 40) / 1024.0) * ((i & 8) ? -1 : 1);
