@@ -343,7 +343,7 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     check_keys(&c, o, "uplink", uplink_keys);
     cfg->batch_max = (int)get_int(&c, o, "uplink", "batch_max", 1, WIRE_MAX_READINGS, 5000, 0);
     cfg->batch_bytes =
-        (int)get_int(&c, o, "uplink", "batch_bytes", 4096, WIRE_MAX_PAYLOAD, 1024 * 1024, 0);
+        (int)get_int(&c, o, "uplink", "batch_bytes", 4096, WIRE_MAX_PAYLOAD, WIRE_MAX_PAYLOAD, 0);
     cfg->inflight_max = (int)get_int(&c, o, "uplink", "inflight_max", 1, 1000, 16, 0);
     cfg->ack_timeout_ms = (int)get_int(&c, o, "uplink", "ack_timeout_ms", 500, 3600000, 30000, 0);
     cfg->window = (int)get_int(&c, o, "uplink", "window", 1, 1000000, 20000, 0);
