@@ -66,6 +66,7 @@ struct poller {
     /* readings of this bus cycle, queued in one queue_append when the bus goes idle */
     struct reading pend[POLLER_BATCH_MAX];
     int npend;
+    int64_t pend_ms; /* mono time the oldest pending reading was taken */
 };
 
 /* Queues the readings of the cycle (one transaction in durable mode). */
@@ -277,6 +278,8 @@ static void finish_poll(poller_t *p, struct pmeter *pm, int e,
     }
     if (p->npend == POLLER_BATCH_MAX)
         flush_pending(p);
+    if (p->npend == 0)
+        p->pend_ms = mono_ms();
     p->pend[p->npend++] = r;
     if (out) {
         int at = p->npend - 1;
@@ -446,7 +449,16 @@ static void *poller_main(void *arg)
                 next = &p->meters[i];
         if (!next || next->due > now) {
             int64_t wait = next ? next->due - now : 100;
-            flush_pending(p); /* the bus is idle: the cycle's readings go to the queue */
+            /* The bus is idle: the readings taken go to the queue when the next poll is
+             * POLLER_BATCH_MS away or the oldest waited that long (meters spread over the
+             * interval would otherwise cost a transaction each). */
+            if (p->npend > 0) {
+                int64_t left = p->pend_ms + POLLER_BATCH_MS - now;
+                if (wait >= POLLER_BATCH_MS || left <= 0)
+                    flush_pending(p);
+                else if (left < wait)
+                    wait = left;
+            }
             nap(p, wait > 100 ? 100 : wait); /* short naps keep the watchdog fed */
             continue;
         }
