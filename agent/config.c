@@ -247,7 +247,8 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     static const char *const queue_keys[] = {"path",      "durability", "max_rows",
                                              "max_bytes", "max_age_s",  "mem_max",
                                              "spill_ms",  "spill_rows", NULL};
-    static const char *const uplink_keys[] = {"batch_max", "inflight_max", "ack_timeout_ms", NULL};
+    static const char *const uplink_keys[] = {"batch_max",      "batch_bytes", "inflight_max",
+                                              "ack_timeout_ms", "window",      NULL};
     static const char *const health_keys[] = {"interval_ms", NULL};
     char durability[16] = "";
     struct chk c = {origin, report, arg, 0};
@@ -340,9 +341,12 @@ int cfg_parse(const char *json, size_t len, const char *origin, struct agent_cfg
     if (!cJSON_IsObject(o))
         o = &empty_obj;
     check_keys(&c, o, "uplink", uplink_keys);
-    cfg->batch_max = (int)get_int(&c, o, "uplink", "batch_max", 1, WIRE_MAX_READINGS, 500, 0);
+    cfg->batch_max = (int)get_int(&c, o, "uplink", "batch_max", 1, WIRE_MAX_READINGS, 5000, 0);
+    cfg->batch_bytes =
+        (int)get_int(&c, o, "uplink", "batch_bytes", 4096, WIRE_MAX_PAYLOAD, WIRE_MAX_PAYLOAD, 0);
     cfg->inflight_max = (int)get_int(&c, o, "uplink", "inflight_max", 1, 1000, 16, 0);
     cfg->ack_timeout_ms = (int)get_int(&c, o, "uplink", "ack_timeout_ms", 500, 3600000, 30000, 0);
+    cfg->window = (int)get_int(&c, o, "uplink", "window", 1, 1000000, 20000, 0);
 
     o = cJSON_GetObjectItemCaseSensitive(root, "health");
     if (o && !cJSON_IsObject(o))
@@ -516,8 +520,10 @@ cJSON *cfg_to_json(const struct agent_cfg *cfg, bool hide_password)
 
     o = add_obj(root, "uplink", &fail);
     add_num(o, "batch_max", cfg->batch_max, &fail);
+    add_num(o, "batch_bytes", cfg->batch_bytes, &fail);
     add_num(o, "inflight_max", cfg->inflight_max, &fail);
     add_num(o, "ack_timeout_ms", cfg->ack_timeout_ms, &fail);
+    add_num(o, "window", cfg->window, &fail);
 
     o = add_obj(root, "health", &fail);
     add_num(o, "interval_ms", cfg->health_interval_ms, &fail);

@@ -61,8 +61,10 @@ struct agent_cfg {
     int mqtt_reconnect_max_s; /* reconnect backoff doubles from 1 s up to this */
     char queue_path[CFG_STR_MAX];
     struct queue_opts queue;
-    int batch_max; /* readings per published batch */
+    int batch_max;   /* readings per published batch */
+    int batch_bytes; /* payload bytes per published batch (at least one reading) */
     int inflight_max;
+    int window;             /* readings published and not yet confirmed by the cloud, at most */
     int ack_timeout_ms;     /* resend what the cloud has not confirmed after this */
     int health_interval_ms; /* 0: no health messages */
     char profiles_dir[CFG_STR_MAX];

@@ -63,7 +63,23 @@ struct poller {
     int connected;
     int nmeters;
     struct pmeter *meters;
+    /* readings of this bus cycle, queued in one queue_append when the bus goes idle */
+    struct reading pend[POLLER_BATCH_MAX];
+    int npend;
+    int64_t pend_ms; /* mono time the oldest pending reading was taken */
 };
+
+/* Queues the readings of the cycle (one transaction in durable mode). */
+static void flush_pending(poller_t *p)
+{
+    if (p->npend == 0)
+        return;
+    if (queue_append(p->q, p->pend, p->npend) < 0)
+        log_warnx("bus %s: %d readings could not be queued", p->bus->name, p->npend);
+    else if (p->hooks.queued)
+        p->hooks.queued(p->hooks.arg);
+    p->npend = 0;
+}
 
 int64_t poller_backoff_cap_ms(int64_t interval_ms)
 {
@@ -227,7 +243,9 @@ static int may_retry(const poller_t *p, const struct pmeter *pm, int e)
 }
 
 /* Ends a poll: the reading (decoded, or failed with e), counters, online state, queue,
- * hooks. *out gets the reading when out is not NULL. */
+ * hooks. *out gets the reading when out is not NULL: then it is queued at once (with what
+ * the cycle has pending before it, so its seq is known); else it waits for the end of the
+ * bus cycle (flush_pending). */
 static void finish_poll(poller_t *p, struct pmeter *pm, int e,
                         uint16_t words[][MODBUS_MAX_READ_REGISTERS], int64_t rtt,
                         struct reading *out)
@@ -258,10 +276,16 @@ static void finish_poll(poller_t *p, struct pmeter *pm, int e,
             }
         }
     }
-    if (queue_append(p->q, &r, 1) < 0)
-        log_warnx("meter %s: reading could not be queued", pm->m->id);
-    else if (p->hooks.queued)
-        p->hooks.queued(p->hooks.arg);
+    if (p->npend == POLLER_BATCH_MAX)
+        flush_pending(p);
+    if (p->npend == 0)
+        p->pend_ms = mono_ms();
+    p->pend[p->npend++] = r;
+    if (out) {
+        int at = p->npend - 1;
+        flush_pending(p);
+        r.seq = p->pend[at].seq; /* queue_append set the seqs of the array */
+    }
 
     pthread_mutex_lock(&p->mu);
     pm->polls++;
@@ -415,6 +439,7 @@ static void *poller_main(void *arg)
 
         atomic_store(&p->round_ms, now);
         if ((job = take_job(p))) {
+            flush_pending(p);
             run_job(p, job);
             job_done(p, job);
             continue;
@@ -424,6 +449,16 @@ static void *poller_main(void *arg)
                 next = &p->meters[i];
         if (!next || next->due > now) {
             int64_t wait = next ? next->due - now : 100;
+            /* The bus is idle: the readings taken go to the queue when the next poll is
+             * POLLER_BATCH_MS away or the oldest waited that long (meters spread over the
+             * interval would otherwise cost a transaction each). */
+            if (p->npend > 0) {
+                int64_t left = p->pend_ms + POLLER_BATCH_MS - now;
+                if (wait >= POLLER_BATCH_MS || left <= 0)
+                    flush_pending(p);
+                else if (left < wait)
+                    wait = left;
+            }
             nap(p, wait > 100 ? 100 : wait); /* short naps keep the watchdog fed */
             continue;
         }
@@ -438,6 +473,7 @@ static void *poller_main(void *arg)
         finish_poll(p, next, e, words, rtt, NULL);
         schedule_next(next);
     }
+    flush_pending(p);
     /* Jobs nobody will run: their waiters must not wait forever. */
     while ((job = take_job(p))) {
         job->err = -ECANCELED;

@@ -31,13 +31,19 @@
 
 #define POLLER_OFFLINE_AFTER 3
 #define POLLER_BACKOFF_MAX_MS 300000 /* 5 min */
+#define POLLER_BATCH_MAX 64          /* readings of one bus cycle queued together, at most */
+#define POLLER_BATCH_MS 250          /* a reading waits this long at most before it is queued */
 
 typedef struct poller poller_t;
 
 struct poller_hooks {
     /* Readings were queued (called from the bus thread). */
     void (*queued)(void *arg);
-    /* A poll of m finished with reading r (already queued, seq set). last_ok is the meter's
+    /* A poll of m finished with reading r. A scheduled poll's reading waits for the bus to
+     * go idle (the readings taken meanwhile are queued in one queue_append when the next
+     * poll is POLLER_BATCH_MS away, when the oldest has waited that long, or every
+     * POLLER_BATCH_MAX), so r->seq is 0 then; a job's reading is queued at once, with its
+     * seq. last_ok is the meter's
      * newest successful reading (r itself when r->ok; NULL when it never answered). online
      * is the meter's state after this poll. Called from the bus thread. */
     void (*polled)(void *arg, const struct meter_cfg *m, const struct reading *r,

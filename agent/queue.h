@@ -62,17 +62,17 @@ struct qloss {
 };
 
 struct queue_stats {
-    long depth;            /* readings queued (both tiers) */
-    long mem_depth;        /* of which in memory */
-    int64_t oldest_ts;     /* ts of the oldest reading, 0 when empty */
-    uint64_t oldest_seq;   /* 0 when empty */
-    uint64_t next_seq;     /* seq the next reading will get */
-    uint64_t dropped;      /* readings dropped (bounds, disk errors), since open */
-    uint64_t commits;      /* write transactions committed, since open */
-    uint64_t pages_written;/* SQLite pages written, since open (flash wear) */
-    int64_t bytes;         /* bytes in use in the file */
-    int disk_ok;           /* the last write succeeded */
-    int losses_pending;    /* loss records not yet covered by an ack */
+    long depth;             /* readings queued (both tiers) */
+    long mem_depth;         /* of which in memory */
+    int64_t oldest_ts;      /* ts of the oldest reading, 0 when empty */
+    uint64_t oldest_seq;    /* 0 when empty */
+    uint64_t next_seq;      /* seq the next reading will get */
+    uint64_t dropped;       /* readings dropped (bounds, disk errors), since open */
+    uint64_t commits;       /* write transactions committed, since open */
+    uint64_t pages_written; /* SQLite pages written, since open (flash wear) */
+    int64_t bytes;          /* bytes in use in the file */
+    int disk_ok;            /* the last write succeeded */
+    int losses_pending;     /* loss records not yet covered by an ack */
 };
 
 void queue_default_opts(struct queue_opts *o);
@@ -95,6 +95,10 @@ void queue_maintain(queue_t *q);
  * first, as one batch for gateway gw. Returns 1 with *b filled, 0 when there is none. */
 int queue_fetch(queue_t *q, const char *gw, uint64_t after, uint64_t until, int max,
                 struct qbatch *b);
+/* The same, with a batch of at most max_bytes of payload (but at least one reading). A
+ * stored chunk that turns out unreadable is skipped and reported lost ("queue_corrupt"). */
+int queue_fetch_sized(queue_t *q, const char *gw, uint64_t after, uint64_t until, int max,
+                      size_t max_bytes, struct qbatch *b);
 
 /* The cloud has everything of stream up to upto: forget those readings and the loss
  * records of that stream ending at or below upto. Acks for another stream only clear that

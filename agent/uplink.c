@@ -16,10 +16,23 @@
 
 #define INFLIGHT_CAP 1000
 #define ACK_MAX_PAYLOAD 16384
+#define ACK_MISSING_MAX 64 /* missing ranges read from one ack (the cloud sends up to 32) */
 #define LOSS_RETRY_MS 10000
 #define HEALTH_MAX 65536
 #define UPLINK_DRAIN_MS 3000 /* a clean stop waits this long for the last acks */
 #define TOPIC_MAX 256
+#define SENT_MAX 4096 /* batches published and not yet confirmed, remembered */
+#define RESEND_MAX 64 /* seq ranges waiting to be published again */
+
+/* A published batch not yet confirmed: its seq range and its place in publishing order. */
+struct sent {
+    uint64_t first, last, no;
+    int count;
+};
+
+struct range {
+    uint64_t a, b;
+};
 
 struct uplink {
     const struct agent_cfg *cfg;
@@ -40,10 +53,17 @@ struct uplink {
     int live_mode, turn_live;
     uint64_t acked;      /* the cloud's upto for our stream */
     int64_t progress_ms; /* mono time the cloud last confirmed something new */
-    int64_t rewind_ms;   /* mono time of the last resend */
     int64_t loss_pub_ms, health_ms, started_ms;
     int ninflight;
     int inflight[INFLIGHT_CAP]; /* mids awaiting PUBACK */
+    /* The window: batches published and not yet confirmed by the cloud (oldest first), the
+     * readings in them, and the ranges found lost in transit, to publish again first. */
+    struct sent *sent;
+    int nsent;
+    uint64_t send_no;
+    long unconfirmed;
+    struct range resend[RESEND_MAX];
+    int nresend;
     char t_readings[TOPIC_MAX], t_status[TOPIC_MAX], t_ack[TOPIC_MAX], t_loss[TOPIC_MAX],
         t_health[TOPIC_MAX], t_cmd[TOPIC_MAX], t_reply[TOPIC_MAX];
     struct uplink_stats stats;
@@ -248,10 +268,113 @@ static void ha_remove_missing(uplink_t *u, const struct agent_cfg *old,
     }
 }
 
-static int holdoff_ms(const uplink_t *u)
+/* Forgets the window (everything unconfirmed will be published again). */
+static void window_reset(uplink_t *u)
 {
-    int h = u->cfg->ack_timeout_ms / 4;
-    return h < 200 ? 200 : h > 5000 ? 5000 : h;
+    u->nsent = 0;
+    u->unconfirmed = 0;
+    u->nresend = 0;
+}
+
+static void window_count(uplink_t *u)
+{
+    long n = 0;
+    for (int i = 0; i < u->nsent; i++)
+        n += u->sent[i].count;
+    u->unconfirmed = n;
+}
+
+/* Drops the batches for which keep() says no; returns how many were dropped. */
+static int window_drop(uplink_t *u, int (*keep)(const struct sent *, const void *), const void *arg)
+{
+    int k = 0, n = u->nsent;
+    for (int i = 0; i < n; i++)
+        if (keep(&u->sent[i], arg))
+            u->sent[k++] = u->sent[i];
+    u->nsent = k;
+    window_count(u);
+    return n - k;
+}
+
+static int keep_above(const struct sent *s, const void *arg)
+{
+    return s->last > *(const uint64_t *)arg;
+}
+
+/* The confirmed part of an ack: seqs in (upto, trust] outside the missing ranges. */
+struct confirmed {
+    uint64_t upto, trust;
+    const struct range *miss;
+    int nmiss;
+};
+
+static int keep_unconfirmed(const struct sent *s, const void *arg)
+{
+    const struct confirmed *c = arg;
+    if (s->first <= c->upto || s->last > c->trust)
+        return 1;
+    for (int i = 0; i < c->nmiss; i++)
+        if (s->first <= c->miss[i].b && c->miss[i].a <= s->last)
+            return 1;
+    return 0;
+}
+
+/* Queues [a, b] to be published again, merged with what is queued already. Returns 1 when
+ * something was added. */
+static int resend_add(uplink_t *u, uint64_t a, uint64_t b)
+{
+    for (int i = 0; i < u->nresend; i++) {
+        struct range *r = &u->resend[i];
+        if (a >= r->a && b <= r->b)
+            return 0;
+        if (a <= r->b + 1 && r->a <= b + 1) {
+            r->a = a < r->a ? a : r->a;
+            r->b = b > r->b ? b : r->b;
+            return 1;
+        }
+    }
+    if (u->nresend == RESEND_MAX)
+        return 0; /* the timeout sends it again */
+    u->resend[u->nresend].a = a;
+    u->resend[u->nresend].b = b;
+    u->nresend++;
+    return 1;
+}
+
+/*
+ * Which of a missing range [a, b] is lost in transit, not merely on its way. The broker
+ * delivers our batches to the cloud in publishing order, and the cloud has seq b + 1 (a
+ * missing range ends below a seq it has). The earliest batch that carried b + 1 is the
+ * latest one the cloud has surely seen; a seq of [a, b] whose every copy was published
+ * before that batch is lost; one published since, or never, is not (yet) missing.
+ */
+static void find_lost(uplink_t *u, uint64_t a, uint64_t b)
+{
+    uint64_t ref = 0;
+
+    for (int i = 0; i < u->nsent; i++)
+        if (u->sent[i].first <= b + 1 && b + 1 <= u->sent[i].last && (!ref || u->sent[i].no < ref))
+            ref = u->sent[i].no;
+    if (!ref)
+        return; /* b + 1 came from a batch we no longer track: no evidence */
+    for (int i = 0; i < u->nsent; i++) {
+        const struct sent *s = &u->sent[i];
+        uint64_t x, y;
+        int later = 0;
+        if (s->no >= ref || s->last < a || s->first > b)
+            continue;
+        x = s->first > a ? s->first : a;
+        y = s->last < b ? s->last : b;
+        for (int j = 0; j < u->nsent && !later; j++)
+            later = u->sent[j].no >= ref && u->sent[j].first <= y && x <= u->sent[j].last;
+        if (later)
+            continue; /* a newer copy is on its way */
+        if (resend_add(u, x, y)) {
+            u->stats.resends++;
+            log_info("uplink: the cloud misses seq %llu..%llu (lost in transit); sending again",
+                     (unsigned long long)x, (unsigned long long)y);
+        }
+    }
 }
 
 static void on_connect(struct mosquitto *mosq, void *arg, int rc)
@@ -279,6 +402,7 @@ static void on_connect(struct mosquitto *mosq, void *arg, int rc)
     }
     u->live_mode = 0;
     u->ninflight = 0;
+    window_reset(u);
     u->progress_ms = mono_ms();
     u->loss_pub_ms = 0;
     u->stats.connected = 1;
@@ -369,6 +493,8 @@ static void on_ack(uplink_t *u, const char *payload, int len)
     const cJSON *stream, *missing, *it;
     uint64_t upto;
     struct queue_stats qs;
+    struct range miss[ACK_MISSING_MAX];
+    int nmiss;
 
     if (len <= 0 || len > ACK_MAX_PAYLOAD ||
         !(root = cJSON_ParseWithLength(payload, (size_t)len))) {
@@ -398,33 +524,37 @@ static void on_ack(uplink_t *u, const char *payload, int len)
     }
     if (u->head < upto)
         u->head = upto;
+    window_drop(u, keep_above, &upto);
+    for (int i = 0; i < u->nresend; i++)
+        if (u->resend[i].a <= upto)
+            u->resend[i].a = upto + 1;
     queue_get_stats(u->q, &qs);
+    nmiss = 0;
     cJSON_ArrayForEach(it, missing)
     {
         uint64_t a, b;
         if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 2 ||
             json_u64(cJSON_GetArrayItem(it, 0), 1, 9007199254740991.0, &a) < 0 ||
             json_u64(cJSON_GetArrayItem(it, 1), 1, 9007199254740991.0, &b) < 0 || b < a ||
-            a <= upto)
+            a <= upto || (nmiss > 0 && a <= miss[nmiss - 1].b) || nmiss == ACK_MISSING_MAX)
             continue;
+        miss[nmiss].a = a;
+        miss[nmiss].b = b;
+        nmiss++;
         if (!qs.oldest_seq || a < qs.oldest_seq)
             report_not_queued(u, a, b, qs.oldest_seq);
-        if (qs.oldest_seq && b >= qs.oldest_seq && mono_ms() - u->rewind_ms >= holdoff_ms(u)) {
-            uint64_t from = (a > qs.oldest_seq ? a : qs.oldest_seq) - 1;
-            /* The cloud lacks readings we published: publish them again (from there on;
-             * what follows is sent again too, and the cloud ignores duplicates). */
-            if (u->live_mode && from >= u->live_start && from < u->live) {
-                u->live = from;
-            } else if (from < u->head) {
-                u->head = from;
-                u->live_mode = 0;
-            } else {
-                continue;
-            }
-            u->rewind_ms = mono_ms();
-            u->stats.resends++;
-            log_info("uplink: the cloud misses seq %llu..%llu; sending again",
-                     (unsigned long long)a, (unsigned long long)b);
+    }
+    if (nmiss > 0) {
+        /* batches wholly received above upto are confirmed: they leave the window */
+        struct confirmed c = {upto, miss[nmiss - 1].b + 1, miss, nmiss};
+        if (window_drop(u, keep_unconfirmed, &c) > 0)
+            u->progress_ms = mono_ms();
+        for (int i = 0; i < nmiss; i++) {
+            uint64_t a = miss[i].a;
+            if (qs.oldest_seq && a < qs.oldest_seq)
+                a = qs.oldest_seq;
+            if (qs.oldest_seq && miss[i].b >= a)
+                find_lost(u, a, miss[i].b);
         }
     }
     u->woken = 1;
@@ -451,7 +581,8 @@ static int publish_batch(uplink_t *u, uint64_t after, uint64_t until, uint64_t *
     struct qbatch b;
     int mid = 0, rc;
 
-    rc = queue_fetch(u->q, u->cfg->gateway_id, after, until, u->cfg->batch_max, &b);
+    rc = queue_fetch_sized(u->q, u->cfg->gateway_id, after, until, u->cfg->batch_max,
+                           (size_t)u->cfg->batch_bytes, &b);
     if (rc <= 0)
         return rc < 0 ? -1 : 0;
     rc = mosquitto_publish(u->mosq, &mid, u->t_readings, (int)b.len, b.payload, 1, false);
@@ -462,6 +593,12 @@ static int publish_batch(uplink_t *u, uint64_t after, uint64_t until, uint64_t *
     }
     u->inflight[u->ninflight++] = mid;
     *last = b.last_seq;
+    u->sent[u->nsent].first = b.first_seq;
+    u->sent[u->nsent].last = b.last_seq;
+    u->sent[u->nsent].count = b.count;
+    u->sent[u->nsent].no = ++u->send_no;
+    u->nsent++;
+    u->unconfirmed += b.count;
     u->stats.batches_sent++;
     u->stats.readings_sent += (uint64_t)b.count;
     log_debug("uplink: published seq %llu..%llu (%d readings)", (unsigned long long)b.first_seq,
@@ -485,8 +622,23 @@ static void publish_some(uplink_t *u)
                  (unsigned long long)(newest - u->head));
     }
     while (u->connected && !u->stop && u->ninflight < u->cfg->inflight_max &&
-           u->ninflight < INFLIGHT_CAP) {
+           u->ninflight < INFLIGHT_CAP && u->nsent < SENT_MAX &&
+           (u->unconfirmed < u->cfg->window || u->nsent == 0)) {
         int rc;
+        if (u->nresend > 0) {
+            /* what was lost in transit goes first */
+            struct range *r = &u->resend[0];
+            uint64_t last = 0;
+            rc = r->a <= r->b ? publish_batch(u, r->a - 1, r->b, &last) : 0;
+            if (rc < 0)
+                return;
+            if (rc == 0 || last >= r->b) {
+                memmove(&u->resend[0], &u->resend[1], sizeof(u->resend[0]) * (size_t)--u->nresend);
+            } else {
+                r->a = last + 1;
+            }
+            continue;
+        }
         if (!u->live_mode) {
             if (publish_batch(u, u->head, 0, &u->head) <= 0)
                 return;
@@ -603,12 +755,13 @@ static void *uplink_main(void *arg)
         queue_maintain(u->q);
         if (u->connected) {
             /* Nothing confirmed for too long while readings are out: send them again. */
-            if (u->head > u->acked && now - u->progress_ms > u->cfg->ack_timeout_ms &&
-                !atomic_load(&u->maintenance)) {
+            if ((u->head > u->acked || u->nsent > 0) &&
+                now - u->progress_ms > u->cfg->ack_timeout_ms && !atomic_load(&u->maintenance)) {
                 log_info("uplink: no ack for %d ms; sending seq %llu.. again",
                          u->cfg->ack_timeout_ms, (unsigned long long)(u->acked + 1));
                 u->head = u->acked;
                 u->live_mode = 0;
+                window_reset(u);
                 u->progress_ms = now;
                 u->stats.resends++;
             }
@@ -650,6 +803,11 @@ int uplink_start(const struct agent_cfg *cfg, queue_t *q, const struct uplink_ho
         return -ENOMEM;
     u->cfg = cfg;
     u->q = q;
+    u->sent = calloc(SENT_MAX, sizeof(*u->sent));
+    if (!u->sent) {
+        free(u);
+        return -ENOMEM;
+    }
     u->health_fn = hooks ? hooks->health : NULL;
     u->cmd_fn = hooks ? hooks->command : NULL;
     u->health_arg = hooks ? hooks->arg : NULL;
@@ -708,6 +866,7 @@ fail:
     mosquitto_lib_cleanup();
     pthread_cond_destroy(&u->cv);
     pthread_mutex_destroy(&u->mu);
+    free(u->sent);
     free(u);
     return rc;
 }
@@ -761,6 +920,7 @@ void uplink_stop(uplink_t *u)
     mosquitto_lib_cleanup();
     pthread_cond_destroy(&u->cv);
     pthread_mutex_destroy(&u->mu);
+    free(u->sent);
     free(u);
 }
 

@@ -1,14 +1,18 @@
 /*
  * uplink: publishes the queue to the MQTT broker (libmosquitto) and takes the cloud's acks.
  *
- * Batches of readings are published with QoS 1 on <prefix>/<gw>/readings, with at most
- * inflight_max unacknowledged by the broker. A reading is forgotten only when the cloud's
- * <prefix>/<gw>/ack says it is committed (docs/protocol.md): a PUBACK only says the broker
- * has it. What the cloud reports missing is published again; so is everything that stays
- * unconfirmed for ack_timeout_ms. After an outage the backlog drains interleaved with live
- * readings. Loss records are published on <prefix>/<gw>/loss until an ack covers them, and
- * a health message every health interval. The retained <prefix>/<gw>/status is online
- * while connected; the Last Will sets it offline.
+ * Batches of readings (at most uplink.batch_max readings and uplink.batch_bytes bytes) are
+ * published with QoS 1 on <prefix>/<gw>/readings, with at most inflight_max unacknowledged
+ * by the broker and at most uplink.window readings not yet confirmed by the cloud. A reading
+ * is forgotten only when the cloud's <prefix>/<gw>/ack says it is committed
+ * (docs/protocol.md): a PUBACK only says the broker has it. A seq the cloud reports missing
+ * is published again only when it was lost in transit: every copy of it was published
+ * before the batch that brought the cloud a higher seq (the broker keeps our order); one
+ * still on its way is not resent. Everything unconfirmed is published again when the cloud
+ * confirms nothing new for ack_timeout_ms. After an outage the backlog drains interleaved
+ * with live readings. Loss records are published on <prefix>/<gw>/loss until an ack covers
+ * them, and a health message every health interval. The retained <prefix>/<gw>/status is
+ * online while connected; the Last Will sets it offline.
  *
  * Commands: it subscribes to <prefix>/<gw>/cmd (QoS 1) and hands every message to the
  * command callback; replies go out on <prefix>/<gw>/reply (uplink_reply). In maintenance

@@ -17,7 +17,7 @@ set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here=$top/tests/fuzz
-all_targets=(wire profile time jsonc config)
+all_targets=(wire qrow profile time jsonc config)
 secs=30
 brief=0
 keep_going=0
@@ -48,6 +48,7 @@ done
 max_len() {
   case $1 in
   wire) echo 16384 ;;
+  qrow) echo 4096 ;;
   profile | config) echo 8192 ;;
   jsonc) echo 4096 ;;
   time) echo 64 ;;

@@ -270,7 +270,8 @@ class Delivery(unittest.TestCase):
         self.start(n_meters=4, interval_ms=100)
         stack.wait_for(lambda: self.stream_info_any(), 30, "readings in the cloud")
         st.stop_broker()
-        stack.wait_for(lambda: self.agent_next_seq_hint() > 100, 30, "readings queued")
+        # packed readings: about 400 make a file of more than 8 pages
+        stack.wait_for(lambda: self.agent_next_seq_hint() > 400, 60, "readings queued")
         st.procs["meter-agent"].stop(signal.SIGKILL)
         st.procs.pop("meter-agent")
         db = sqlite3.connect(self.queue_db())

@@ -10,10 +10,12 @@
 #include "testutil.h"
 
 #include "queue.h"
+#include "quantities.h"
 #include "log.h"
 #include "timeutil.h"
 
 #include <cjson/cJSON.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,14 +198,20 @@ static void test_memory_first_spills(void **state)
     assert_int_equal(queue_append(q, r, 12), 0);
     queue_get_stats(q, &st);
     assert_i64_eq(st.depth, 20);
-    assert_i64_eq(st.mem_depth, 10); /* the 10 oldest spilled */
+    /* past spill_rows all of memory is spilled in one transaction */
+    assert_i64_eq(st.mem_depth, 0);
+    assert_u64_eq(st.commits, 1);
+    fill(r, 5, now_ms());
+    assert_int_equal(queue_append(q, r, 5), 0);
+    queue_get_stats(q, &st);
+    assert_i64_eq(st.mem_depth, 5);
     /* fetch reads across both tiers in seq order */
-    assert_int_equal(queue_fetch(q, "gw-01", 5, 0, 10, &b), 1);
-    assert_u64_eq(b.first_seq, 6);
-    assert_u64_eq(b.last_seq, 15);
+    assert_int_equal(queue_fetch(q, "gw-01", 15, 0, 10, &b), 1);
+    assert_u64_eq(b.first_seq, 16);
+    assert_u64_eq(b.last_seq, 25);
     free(b.payload);
     /* acked in memory: never written at all */
-    assert_int_equal(queue_ack(q, queue_stream(q), 20), 0);
+    assert_int_equal(queue_ack(q, queue_stream(q), 25), 0);
     queue_get_stats(q, &st);
     assert_i64_eq(st.depth, 0);
     queue_close(q);
@@ -223,8 +231,10 @@ static void test_corrupt_file_is_set_aside(void **state)
     queue_default_opts(&o);
     assert_int_equal(queue_open(path, &o, &q), 0);
     snprintf(old_stream, sizeof(old_stream), "%s", queue_stream(q));
-    fill(r, 200, 1763800000000);
-    assert_int_equal(queue_append(q, r, 200), 0);
+    for (int k = 0; k < 10; k++) { /* 2000 readings */
+        fill(r, 200, 1763800000000 + k * 200);
+        assert_int_equal(queue_append(q, r, 200), 0);
+    }
     queue_close(q); /* a clean close checkpoints the WAL into the file */
 
     f = fopen(path, "r+b");
@@ -243,11 +253,181 @@ static void test_corrupt_file_is_set_aside(void **state)
     assert_string_equal(l[0].stream, old_stream);
     assert_string_equal(l[0].reason, "queue_corrupt");
     assert_u64_eq(l[0].first, 1);
-    assert_u64_eq(l[0].last, 200);
+    assert_u64_eq(l[0].last, 2000);
     fill(r, 1, 1763800009000);
     assert_int_equal(queue_append(q, r, 1), 0);
     assert_u64_eq(r[0].seq, 1); /* a new stream starts at 1 */
     queue_close(q);
+}
+
+static long sql_count(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    long n = -1;
+
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        n = (long)sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static void sql_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* An ack that cuts a chunk: the file keeps the chunk but not those readings, also after a
+ * reopen; the view q lists one row per reading still queued. */
+static void test_ack_floor_survives_reopen(void **state)
+{
+    char path[300];
+    struct queue_opts o;
+    struct reading r[300];
+    struct queue_stats st;
+    struct qbatch b;
+    queue_t *q;
+
+    qpath(path, sizeof(path), "floor.db");
+    queue_default_opts(&o);
+    assert_int_equal(queue_open(path, &o, &q), 0);
+    fill(r, 300, 1763800000000);
+    assert_int_equal(queue_append(q, r, 300), 0); /* two chunks: 1..256, 257..300 */
+    assert_int_equal(queue_ack(q, queue_stream(q), 100), 0);
+    queue_get_stats(q, &st);
+    assert_i64_eq(st.depth, 200);
+    assert_u64_eq(st.oldest_seq, 101);
+    queue_close(q);
+    assert_int_equal(sql_count(path, "SELECT count(*) FROM q"), 200);
+    assert_int_equal(sql_count(path, "SELECT min(seq) FROM q"), 101);
+    assert_int_equal(sql_count(path, "SELECT count(*) FROM chunk"), 2);
+
+    assert_int_equal(queue_open(path, &o, &q), 0);
+    queue_get_stats(q, &st);
+    assert_i64_eq(st.depth, 200);
+    assert_u64_eq(st.oldest_seq, 101);
+    assert_int_equal(queue_fetch(q, "gw-01", 0, 0, 1000, &b), 1);
+    assert_u64_eq(b.first_seq, 101);
+    assert_u64_eq(b.last_seq, 300);
+    assert_int_equal(b.count, 200);
+    free(b.payload);
+    /* batches by bytes: at least one reading, never more than the bytes asked */
+    assert_int_equal(queue_fetch_sized(q, "gw-01", 0, 0, 1000, 1000, &b), 1);
+    assert_true(b.len <= 1000);
+    assert_true(b.count >= 1 && b.count < 200);
+    free(b.payload);
+    assert_int_equal(queue_fetch_sized(q, "gw-01", 0, 0, 1000, 10, &b), 1);
+    assert_int_equal(b.count, 1);
+    free(b.payload);
+    assert_int_equal(queue_ack(q, queue_stream(q), 300), 0);
+    queue_close(q);
+    assert_int_equal(sql_count(path, "SELECT count(*) FROM q"), 0);
+    assert_int_equal(sql_count(path, "SELECT count(*) FROM chunk"), 0);
+}
+
+/* A chunk whose body is garbage (the file itself passes its check) is reported lost, its
+ * neighbours are still sent, and nothing crashes. */
+static void test_corrupt_chunk_is_reported(void **state)
+{
+    char path[300];
+    struct queue_opts o;
+    struct reading r[300];
+    struct qloss l[4];
+    struct qbatch b;
+    uint64_t seqs[400];
+    queue_t *q;
+    int n;
+
+    qpath(path, sizeof(path), "badchunk.db");
+    queue_default_opts(&o);
+    assert_int_equal(queue_open(path, &o, &q), 0);
+    for (int k = 0; k < 3; k++) {
+        fill(r, 100, 1763800000000 + k * 100);
+        assert_int_equal(queue_append(q, r, 100), 0); /* chunks 1..100, 101..200, 201..300 */
+    }
+    queue_close(q);
+    sql_exec(path, "UPDATE chunk SET body = x'01ff00ff00' WHERE seq = 101");
+
+    assert_int_equal(queue_open(path, &o, &q), 0);
+    assert_int_equal(queue_fetch(q, "gw-01", 0, 0, 1000, &b), 1);
+    assert_int_equal(b.count, 200);
+    n = batch_seqs(&b, seqs, 400);
+    assert_int_equal(n, 200);
+    assert_u64_eq(seqs[99], 100);
+    assert_u64_eq(seqs[100], 201);
+    free(b.payload);
+    assert_int_equal(queue_losses(q, l, 4), 1);
+    assert_u64_eq(l[0].first, 101);
+    assert_u64_eq(l[0].last, 200);
+    assert_string_equal(l[0].reason, "queue_corrupt");
+    /* fetched again: reported once */
+    assert_int_equal(queue_fetch(q, "gw-01", 0, 0, 1000, &b), 1);
+    free(b.payload);
+    assert_int_equal(queue_losses(q, l, 4), 1);
+    queue_close(q);
+}
+
+/* A queue file of the first format (one row of wire JSON per reading) is converted when
+ * opened: same stream, same seqs, nothing lost; a row that does not parse is reported. */
+static void test_old_format_is_converted(void **state)
+{
+    char path[300], sql[1024];
+    struct queue_opts o;
+    struct reading r[1];
+    struct qloss l[4];
+    struct qbatch b;
+    struct wire_batch wb;
+    char err[160];
+    queue_t *q;
+
+    qpath(path, sizeof(path), "v1.db");
+    sql_exec(path, "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);"
+                   "CREATE TABLE q(seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, body TEXT NOT "
+                   "NULL);"
+                   "CREATE TABLE loss(stream TEXT NOT NULL, first INTEGER NOT NULL, last "
+                   "INTEGER NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL, ts INTEGER "
+                   "NOT NULL);"
+                   "INSERT INTO meta VALUES ('stream', '00112233aabbccdd'), ('next_seq', '10');");
+    for (int seq = 5; seq <= 7; seq++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO q VALUES (%d, %d, '{\"seq\":%d,\"meter\":\"m%d\",\"ts\":%d,"
+                 "\"ok\":true,\"values\":{\"power\":%d.25,\"voltage_l1\":229.8000030517578}}')",
+                 seq, 1763800000 + seq, seq, seq, 1763800000 + seq, seq);
+        sql_exec(path, sql);
+    }
+    sql_exec(path, "INSERT INTO q VALUES (9, 1, 'not json')");
+
+    queue_default_opts(&o);
+    assert_int_equal(queue_open(path, &o, &q), 0);
+    assert_string_equal(queue_stream(q), "00112233aabbccdd");
+    assert_int_equal(queue_fetch(q, "gw-01", 0, 0, 100, &b), 1);
+    assert_int_equal(b.count, 3);
+    assert_int_equal(wire_parse_batch(b.payload, b.len, &wb, err, sizeof(err)), 0);
+    assert_int_equal(wb.n, 3);
+    assert_u64_eq(wb.readings[0].seq, 5);
+    assert_string_equal(wb.readings[2].meter, "m7");
+    assert_i64_eq(wb.readings[1].ts_ms, 1763800006);
+    assert_true(wb.readings[2].values[qty_index("power")] == 7.25);
+    assert_true(wb.readings[2].values[qty_index("voltage_l1")] == 229.8000030517578);
+    wire_batch_free(&wb);
+    free(b.payload);
+    assert_int_equal(queue_losses(q, l, 4), 1);
+    assert_u64_eq(l[0].first, 9);
+    assert_string_equal(l[0].reason, "queue_corrupt");
+    fill(r, 1, 1763800009000);
+    assert_int_equal(queue_append(q, r, 1), 0);
+    assert_u64_eq(r[0].seq, 10);
+    queue_close(q);
+    assert_int_equal(sql_count(path, "SELECT count(*) FROM q"), 4);
+    assert_int_equal(sql_count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'q' AND "
+                                     "type = 'view'"),
+                     1);
 }
 
 int main(void)
@@ -257,6 +437,9 @@ int main(void)
         cmocka_unit_test(test_row_bound_reports_exact_loss),
         cmocka_unit_test(test_memory_first_spills),
         cmocka_unit_test(test_corrupt_file_is_set_aside),
+        cmocka_unit_test(test_ack_floor_survives_reopen),
+        cmocka_unit_test(test_corrupt_chunk_is_reported),
+        cmocka_unit_test(test_old_format_is_converted),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -607,10 +607,110 @@ static void test_reject_names(void **state)
     assert_string_equal(wire_reject_name(WR_COUNT), "?");
 }
 
+/* The fast formatter against the reference (glibc printf + strtod): the same text for
+ * random doubles of every exponent, for float32 values (what the decoders produce) and for
+ * scaled float32 values (a multiplier applied); and every text reads back exactly. */
+static void test_format_double_matches_reference(void **state)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    long mismatches = 0;
+    (void)state;
+    for (long i = 0; i < 1500000; i++) {
+        char fast[40], slow[40];
+        double v;
+        float f;
+        uint32_t u;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        u = (uint32_t)x;
+        memcpy(&f, &u, sizeof(f));
+        switch (i % 5) {
+        case 0:
+            memcpy(&v, &x, sizeof(v));
+            break;
+        case 1:
+            v = f;
+            break;
+        case 2:
+            v = (double)f * 0.001;
+            break;
+        case 3:
+            v = ldexp(1.0, (int)(x % 2000) - 1000); /* powers of two */
+            break;
+        default: /* meter-like magnitudes */
+            v = (double)(float)((double)(x >> 40) / 1024.0) * ((i & 8) ? -1 : 1);
+            break;
+        }
+        if (!isfinite(v))
+            continue;
+        int nf = wire_format_double(v, fast, sizeof(fast));
+        int ns = wire_format_double_slow(v, slow, sizeof(slow));
+        if (nf != ns || strcmp(fast, slow) != 0) {
+            if (mismatches++ < 5)
+                print_message("%.17g: fast \"%s\", reference \"%s\"\n", v, fast, slow);
+            continue;
+        }
+        if (strtod(fast, NULL) != v) {
+            if (mismatches++ < 5)
+                print_message("%.17g: \"%s\" does not read back\n", v, fast);
+        }
+    }
+    assert_int_equal(mismatches, 0);
+}
+
+static void test_format_double_edges(void **state)
+{
+    static const double vals[] = {0.0,
+                                  -0.0,
+                                  1.0,
+                                  -1.0,
+                                  0.1,
+                                  0.3,
+                                  1e15,
+                                  -1e15,
+                                  999999999999999.0,
+                                  1e-5,
+                                  1.5e-5,
+                                  0.0001,
+                                  123456789012345.6,
+                                  1e21,
+                                  1e22,
+                                  1e100,
+                                  1e-300,
+                                  5e-324,
+                                  2.2250738585072014e-308,
+                                  1.7976931348623157e308,
+                                  229.8000030517578,
+                                  0.30000001192092896,
+                                  4.35,
+                                  1e16,
+                                  12345e20};
+    (void)state;
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        char fast[40], slow[40];
+        wire_format_double(vals[i], fast, sizeof(fast));
+        wire_format_double_slow(vals[i], slow, sizeof(slow));
+        assert_string_equal(fast, slow);
+        assert_true(strtod(fast, NULL) == vals[i]);
+    }
+    char b[40];
+    wire_format_double(NAN, b, sizeof(b));
+    assert_string_equal(b, "null");
+    wire_format_double(-INFINITY, b, sizeof(b));
+    assert_string_equal(b, "null");
+    wire_format_double(0.1, b, sizeof(b));
+    assert_string_equal(b, "0.1");
+    wire_format_double(-0.0, b, sizeof(b));
+    assert_string_equal(b, "-0");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_format_double_matches_reference),
+        cmocka_unit_test(test_format_double_edges),
         cmocka_unit_test(test_round_trip_empty),
         cmocka_unit_test(test_encode_error_text_is_safe),
         cmocka_unit_test(test_bad_envelopes),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """drain_bench: how fast a backlog drains from the agent's queue into the cloud's store.
 
-For each uplink setting (batch_max x inflight_max) it starts a private mosquitto and
+For each uplink setting (batch_max x inflight_max x window) it starts a private mosquitto and
 meter-cloud (tools/stack.py), copies a queue file prefilled with COUNT readings (made once by
 `queue_bench --prefill`, 32 meters, 16 values each, as an SDM630 sends), starts meter-agent
 on it with one meter whose polls fail at once (a closed port, polled once a day), and times
@@ -32,8 +32,9 @@ import stack  # noqa: E402
 
 TARGET_RPS = 100000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DEFAULT = (500, 16)  # agent defaults (agent/config.c)
-SWEEP = [(100, 16), (500, 16), (500, 64), (2000, 16), (5000, 4), (5000, 16)]
+DEFAULT = (5000, 16, 20000)  # agent defaults (agent/config.c): batch_max, inflight_max, window
+SWEEP = [(500, 16, 20000), (2000, 16, 20000), (5000, 16, 5000), (5000, 16, 100000),
+         (5000, 64, 1000000)]
 
 
 def cpu_s(pid):
@@ -64,13 +65,13 @@ def gateway(st, stream):
     return n, body.get("duplicates", 0), resends
 
 
-def agent_cfg(st, queue_path, batch_max, inflight_max):
+def agent_cfg(st, queue_path, batch_max, inflight_max, window):
     return {
         "gateway": {"id": "gw-01"},
         "mqtt": {"host": "127.0.0.1", "port": st.broker_port, "prefix": st.prefix,
                  "username": "gw-01", "password": st.users["gw-01"], "reconnect_max_s": 2},
         "queue": {"path": queue_path, "max_rows": 4000000},
-        "uplink": {"batch_max": batch_max, "inflight_max": inflight_max},
+        "uplink": {"batch_max": batch_max, "inflight_max": inflight_max, "window": window},
         "profiles_dir": os.path.join(st.src, "agent", "profiles"),
         "buses": [{"name": "none", "type": "tcp", "host": "127.0.0.1", "port": stack.free_port(),
                    "timeout_ms": 100, "retries": 0}],
@@ -95,7 +96,7 @@ def perf_report(data, comm, sort):
     return rows
 
 
-def run_one(args, prefilled, stream, batch_max, inflight_max, profile):
+def run_one(args, prefilled, stream, batch_max, inflight_max, window, profile):
     st = stack.Stack(args.build, workdir=tempfile.mkdtemp(prefix="drain-", dir=args.dir))
     perf = None
     try:
@@ -108,7 +109,7 @@ def run_one(args, prefilled, stream, batch_max, inflight_max, profile):
         cpu0 = {k: cpu_s(p) for k, p in pids.items()}
         io0 = io(pids["meter-cloud"])
         t0 = time.monotonic()
-        agent = st.start_agent(agent_cfg(st, qpath, batch_max, inflight_max))
+        agent = st.start_agent(agent_cfg(st, qpath, batch_max, inflight_max, window))
         pids["meter-agent"] = agent.p.pid
         cpu0["meter-agent"] = 0.0
         t_first = None
@@ -135,7 +136,8 @@ def run_one(args, prefilled, stream, batch_max, inflight_max, profile):
         if t_first is None:
             raise RuntimeError(f"no ack in {args.timeout} s")
         # a run that does not finish in time is reported with what it did confirm
-        res = {"batch_max": batch_max, "inflight_max": inflight_max, "seconds": t1 - t0,
+        res = {"batch_max": batch_max, "inflight_max": inflight_max, "window": window,
+               "seconds": t1 - t0,
                "done": n >= args.count, "upto": n, "duplicates": dups, "resends": resends,
                "rate": min(n, args.count) / (t1 - t0), "first_ack_s": t_first - t0,
                "steady_rate": (n - n_first) / (t1 - t_first) if t1 > t_first else 0,
@@ -171,7 +173,8 @@ def main():
     ap.add_argument("--runs", type=int, default=1, help="runs of each setting (median)")
     ap.add_argument("--sweep", action="store_true", help="also the other uplink settings")
     ap.add_argument("--setting", action="append", default=[],
-                    help="BATCH_MAX:INFLIGHT_MAX to run (repeatable; replaces the default)")
+                    help="BATCH_MAX:INFLIGHT_MAX[:WINDOW] to run (repeatable; replaces the "
+                    "default; WINDOW defaults to 20000)")
     ap.add_argument("--profile", action="store_true", help="perf profile of the first setting")
     ap.add_argument("--top", type=int, default=12, help="profile rows per process")
     ap.add_argument("--timeout", type=float, default=300,
@@ -182,7 +185,8 @@ def main():
                     "copied, not changed) instead of making one; --count must match it")
     args = ap.parse_args()
 
-    settings = [tuple(int(x) for x in s.split(":")) for s in args.setting] or [DEFAULT]
+    settings = [tuple(int(x) for x in (s + ":20000").split(":")[:3]) for s in args.setting]
+    settings = settings or [DEFAULT]
     if args.sweep:
         settings += [s for s in SWEEP if s not in settings]
     bench = os.path.join(args.build, "tools", "bench", "queue_bench")
@@ -210,12 +214,13 @@ def main():
               f"{fs_type(args.dir)}); {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
               flush=True)
         results = []
-        for i, (b, f) in enumerate(settings):
+        for i, (b, f, w) in enumerate(settings):
             runs = []
             for r in range(args.runs):
-                res = run_one(args, prefilled, stream, b, f, args.profile and i == 0 and r == 0)
+                res = run_one(args, prefilled, stream, b, f, w,
+                              args.profile and i == 0 and r == 0)
                 runs.append(res)
-                print(f"  batch_max {b:5d} inflight_max {f:4d}: "
+                print(f"  batch_max {b:5d} inflight_max {f:4d} window {w:7d}: "
                       + ("" if res["done"] else f"NOT DONE, upto {res['upto']}, ")
                       + f"{res['seconds']:6.1f} s, dups {res['duplicates']}, resends "
                       f"{res['resends']}, "
@@ -233,21 +238,22 @@ def main():
     finally:
         shutil.rmtree(pre_dir, ignore_errors=True)
 
-    print("\n| batch_max | inflight_max | runs | seconds (median) | readings/s (median) |"
-          " steady readings/s | vs target 100k | duplicates stored | CPU us per reading:"
-          " agent | broker | cloud | cloud bytes written per reading |")
-    print("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    print("\n| batch_max | inflight_max | window | runs | seconds (median) |"
+          " readings/s (median) | steady readings/s | vs target 100k | duplicates stored |"
+          " agent resends | CPU us per reading: agent | broker | cloud |"
+          " cloud bytes written per reading |")
+    print("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for runs in results:
         med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
         cpu = lambda k: statistics.median(r["cpu"][k] for r in runs)  # noqa: E731
-        b, f = runs[0]["batch_max"], runs[0]["inflight_max"]
+        b, f, w = runs[0]["batch_max"], runs[0]["inflight_max"], runs[0]["window"]
         n = max(min(med("upto"), args.count), 1)  # per reading confirmed (all when done)
-        tag = " (default)" if (b, f) == DEFAULT else ""
+        tag = " (default)" if (b, f, w) == DEFAULT else ""
         done = all(r["done"] for r in runs)
         secs = f"{med('seconds'):.1f}" if done else f"> {med('seconds'):.0f} (upto {med('upto'):.0f})"
-        print(f"| {b}{tag} | {f} | {len(runs)} | {secs} | {med('rate'):.0f} |"
+        print(f"| {b}{tag} | {f} | {w} | {len(runs)} | {secs} | {med('rate'):.0f} |"
               f" {med('steady_rate'):.0f} | {med('rate') / TARGET_RPS:.2f} |"
-              f" {med('duplicates'):.0f} |"
+              f" {med('duplicates'):.0f} | {med('resends'):.0f} |"
               f" {cpu('meter-agent') * 1e6 / n:.1f} |"
               f" {cpu('mosquitto') * 1e6 / n:.1f} |"
               f" {cpu('meter-cloud') * 1e6 / n:.1f} |"

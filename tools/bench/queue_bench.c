@@ -8,7 +8,10 @@
  * the same table with SQLite itself: from /usr/bin/python3 (sqlite3 executemany, one
  * transaction per batch: what "SQLite manages from a script" means) and from C (one
  * prepared INSERT, one transaction per batch: the ceiling for this schema). Both use WAL
- * and synchronous=FULL, like the durable queue. The cases are interleaved round by round so
+ * and synchronous=FULL, like the durable queue. Those rows are the wire JSON the queue stored
+ * up to 2026-12 (one row per reading); the queue now stores packed readings, many to a row,
+ * and encodes to wire JSON when a batch is fetched (timed separately). The cases are
+ * interleaved round by round so
  * that a noisy machine slows all of them alike; it prints the median of the rounds, the
  * ratios, and a Markdown table for docs/benchmarks.md.
  *
@@ -36,7 +39,7 @@
 #include <unistd.h>
 
 #define PYTHON "/usr/bin/python3"
-#define NBODIES 1024       /* distinct reading bodies cycled through */
+#define NBODIES 1024        /* distinct reading bodies cycled through */
 #define TARGET_RPS 300000.0 /* the target for batched durable appends */
 #define MAX_ROUNDS 51
 
@@ -94,8 +97,8 @@ static void die(const char *what, int rc)
  * a meter sends, so the wire text is as long as a real one). */
 static void make_reading(struct reading *r, int meter, int k, int nvalues, int64_t ts)
 {
-    static const double base[] = {12345.678, 12.5,  1523.4, 510.2, 498.7, 514.5,
-                                  229.8,     231.1, 230.4,  2.21,  2.17,  2.24,
+    static const double base[] = {12345.678, 12.5,  1523.4, 510.2,  498.7, 514.5,
+                                  229.8,     231.1, 230.4,  2.21,   2.17,  2.24,
                                   49.98,     0.97,  120.5,  1530.1, 42.0};
     memset(r, 0, sizeof(*r));
     snprintf(r->meter, sizeof(r->meter), "m%02d", meter);
@@ -150,8 +153,7 @@ static struct reading tmpl[NBODIES];
 
 /* count readings through queue_append in calls of batch; returns readings/s. Copying a
  * template into the call's array is inside the timing (about 0.1 us of a reading's cost). */
-static double run_queue(const char *path, bool memory_first, long count, int batch,
-                        uint64_t *pages)
+static double run_queue(const char *path, bool memory_first, long count, int batch, uint64_t *pages)
 {
     struct queue_opts o;
     struct queue_stats st;
@@ -187,7 +189,60 @@ static double run_queue(const char *path, bool memory_first, long count, int bat
     return (double)count / (t1 - t0);
 }
 
-/* What wire_encode_reading() alone costs per reading: the queue encodes on append. */
+/* Readings per second read back out of a durable queue as wire batches (queue_fetch_sized:
+ * unpacking and encoding to wire JSON, what the uplink pays per reading it publishes), in
+ * batches of 5000 readings / 1 MiB. The appends before are not timed. */
+static double run_fetch(const char *path, long count)
+{
+    struct queue_opts o;
+    struct reading *r = calloc(1000, sizeof(*r));
+    struct qbatch b;
+    queue_t *q;
+    uint64_t after = 0;
+    long got = 0;
+    double t0;
+    int rc;
+
+    if (!r)
+        die("calloc", ENOMEM);
+    unlink_db(path);
+    queue_default_opts(&o);
+    o.max_rows = count + 1000;
+    if ((rc = queue_open(path, &o, &q)) < 0)
+        die("queue_open", rc);
+    for (long done = 0; done < count; done += 1000) {
+        for (int i = 0; i < 1000; i++)
+            r[i] = tmpl[(done + i) % NBODIES];
+        if ((rc = queue_append(q, r, 1000)) < 0)
+            die("queue_append", rc);
+    }
+    t0 = now_s();
+    while ((rc = queue_fetch_sized(q, "gw-01", after, 0, 5000, 1 << 20, &b)) == 1) {
+        after = b.last_seq;
+        got += b.count;
+        free(b.payload);
+    }
+    if (rc < 0)
+        die("queue_fetch", rc);
+    t0 = now_s() - t0;
+    queue_close(q);
+    unlink_db(path);
+    free(r);
+    return (double)got / t0;
+}
+
+/* What wire_pack_reading() alone costs per reading (the queue packs on append). */
+static double pack_us(long count)
+{
+    unsigned char buf[WIRE_PACKED_MAX];
+    double t0 = now_s();
+    for (long k = 0; k < count; k++)
+        if (wire_pack_reading(&tmpl[k % NBODIES], buf, sizeof(buf)) < 0)
+            die("wire_pack_reading", ENOSPC);
+    return (now_s() - t0) * 1e6 / (double)count;
+}
+
+/* What wire_encode_reading() alone costs per reading (paid when a batch is fetched). */
 static double encode_us(long count)
 {
     char buf[WIRE_READING_MAX];
@@ -198,16 +253,16 @@ static double encode_us(long count)
     return (now_s() - t0) * 1e6 / (double)count;
 }
 
-/* Nanoseconds per value of three ways to print the template values: what the wire does
- * (wire_format_double: shortest round trip by trying %.15g, %.16g, %.17g with strtod),
- * one "%.17g" (round-trips, not shortest), one "%.9g" (round-trips a float32, which is
- * what most meters send). For the report's fix proposal; the wire is not changed here. */
-static void format_costs(double ns[3])
+/* Nanoseconds per value of four ways to print the template values: what the wire does
+ * (wire_format_double: Grisu3, shortest round trip), its reference (the same text by trying
+ * %.15g, %.16g, %.17g with strtod), one "%.17g" (round-trips, not shortest), one "%.9g"
+ * (round-trips a float32). */
+static void format_costs(double ns[4])
 {
     char buf[40];
     long n = 0;
     volatile size_t sink = 0;
-    for (int way = 0; way < 3; way++) {
+    for (int way = 0; way < 4; way++) {
         double t0 = now_s();
         n = 0;
         for (int rep = 0; rep < 20; rep++)
@@ -218,9 +273,10 @@ static void format_costs(double ns[3])
                         continue;
                     if (way == 0)
                         sink += (size_t)wire_format_double(v, buf, sizeof(buf));
+                    else if (way == 1)
+                        sink += (size_t)wire_format_double_slow(v, buf, sizeof(buf));
                     else
-                        sink += (size_t)snprintf(buf, sizeof(buf), way == 1 ? "%.17g" : "%.9g",
-                                                 v);
+                        sink += (size_t)snprintf(buf, sizeof(buf), way == 2 ? "%.17g" : "%.9g", v);
                     n++;
                 }
         ns[way] = (now_s() - t0) * 1e9 / (double)(n ? n : 1);
@@ -241,8 +297,8 @@ static double run_sqlite_c(const char *path, char **bodies, long count, int batc
                      "CREATE TABLE q(seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL,"
                      " body TEXT NOT NULL)",
                      NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "INSERT INTO q(seq, ts, body) VALUES (?1, ?2, ?3)", -1, &s,
-                           NULL) != SQLITE_OK) {
+        sqlite3_prepare_v2(db, "INSERT INTO q(seq, ts, body) VALUES (?1, ?2, ?3)", -1, &s, NULL) !=
+            SQLITE_OK) {
         fprintf(errf, "queue_bench: sqlite: %s\n", sqlite3_errmsg(db));
         exit(1);
     }
@@ -392,18 +448,30 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"dir", required_argument, NULL, 'd'},     {"rounds", required_argument, NULL, 'r'},
-        {"values", required_argument, NULL, 'v'},  {"scale", required_argument, NULL, 's'},
-        {"no-python", no_argument, NULL, 'P'},     {"prefill", required_argument, NULL, 'p'},
-        {"count", required_argument, NULL, 'c'},   {"meters", required_argument, NULL, 'm'},
-        {"batch", required_argument, NULL, 'b'},   {"help", no_argument, NULL, 'h'},
+        {"dir", required_argument, NULL, 'd'},
+        {"rounds", required_argument, NULL, 'r'},
+        {"values", required_argument, NULL, 'v'},
+        {"scale", required_argument, NULL, 's'},
+        {"no-python", no_argument, NULL, 'P'},
+        {"prefill", required_argument, NULL, 'p'},
+        {"count", required_argument, NULL, 'c'},
+        {"meters", required_argument, NULL, 'm'},
+        {"batch", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct opts op = {.dir = "/tmp", .rounds = 5, .values = 16, .meters = 32, .python = 1,
-                      .scale = 1.0, .count = 1000000, .batch = 1000};
+    struct opts op = {.dir = "/tmp",
+                      .rounds = 5,
+                      .values = 16,
+                      .meters = 32,
+                      .python = 1,
+                      .scale = 1.0,
+                      .count = 1000000,
+                      .batch = 1000};
     static const int batches[] = {1000, 100, 1};
     enum { NB = 3 };
-    double res[NB][C_N][MAX_ROUNDS], med[NB][C_N], enc[MAX_ROUNDS];
+    double res[NB][C_N][MAX_ROUNDS], med[NB][C_N], enc[MAX_ROUNDS], pk[MAX_ROUNDS],
+        fetch[MAX_ROUNDS];
     uint64_t pages[NB][2];
     char path[512], bodies_path[512], *bodies[NBODIES];
     long counts[NB][C_N];
@@ -543,6 +611,8 @@ int main(int argc, char **argv)
             }
         }
         enc[r] = encode_us((long)(100000 * op.scale));
+        pk[r] = pack_us((long)(100000 * op.scale));
+        fetch[r] = run_fetch(path, (long)(100000 * op.scale));
         fprintf(errf, "queue_bench: round %d of %d done\n", r + 1, op.rounds);
     }
     for (int b = 0; b < NB; b++)
@@ -580,19 +650,21 @@ int main(int argc, char **argv)
                (double)pages[b][1] / (double)counts[b][C_MEMORY]);
     printf("\n");
     {
-        double e = median(enc, op.rounds), d = 1e6 / med[0][C_DURABLE],
-               c = 1e6 / med[0][C_SQLITE];
-        printf("Where a batched durable append's time goes (1000 per call, medians): %.1f us "
-               "per reading in all; wire_encode_reading %.1f us (%.0f%%); the same INSERTs from "
-               "C %.1f us (%.0f%%); the rest (queue copies, meta row, locking) %.1f us\n",
-               d, e, 100 * e / d, c, 100 * c / d, d - e - c);
+        double e = median(enc, op.rounds), p = median(pk, op.rounds), d = 1e6 / med[0][C_DURABLE],
+               f = median(fetch, op.rounds);
+        printf("A batched durable append (1000 per call, medians): %.2f us per reading in all, "
+               "of which wire_pack_reading %.2f us (%.0f%%)\n",
+               d, p, 100 * p / d);
+        printf("Fetching wire batches (5000 readings / 1 MiB): %.0f readings/s, %.2f us per "
+               "reading, of which wire_encode_reading %.2f us\n",
+               f, 1e6 / f, e);
     }
     {
-        double ns[3];
+        double ns[4];
         format_costs(ns);
-        printf("Printing one value: wire_format_double %.0f ns, snprintf %%.17g %.0f ns, "
-               "snprintf %%.9g %.0f ns\n",
-               ns[0], ns[1], ns[2]);
+        printf("Printing one value: wire_format_double %.0f ns, its printf/strtod reference "
+               "%.0f ns, snprintf %%.17g %.0f ns, snprintf %%.9g %.0f ns\n",
+               ns[0], ns[1], ns[2], ns[3]);
     }
     unlink(bodies_path);
     for (int i = 0; i < NBODIES; i++)
