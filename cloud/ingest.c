@@ -15,7 +15,7 @@
  * Group commit: readings batches are stored in a group (store_group_begin), one transaction
  * for several messages, and their acks, counters and live events wait in the group until
  * its commit. A group is committed as soon as the broker has nothing more to hand over
- * right now (a poll of the socket finds no complete message), after GROUP_MAX_MS, at
+ * right now (a poll finds no complete message and no unread byte), after GROUP_MAX_MS, at
  * GROUP_MAX_READINGS readings or GROUP_MAX_BATCHES batches, and before any other message
  * (status, loss, health) or store write. So an idle cloud acks at once, and a busy one
  * pays one commit (one fsync, one write of each page touched) per group instead of one per
@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -52,7 +53,7 @@
 #define TOPIC_MAX (CFG_PREFIX_MAX + 32)
 #define GAP_CHECK_INTERVAL_MS 1000
 #define GAPS_PER_CHECK 16
-#define GROUP_MAX_MS 50          /* a group is committed at most this long after it began */
+#define GROUP_MAX_MS 250         /* a group is committed at most this long after it began */
 #define GROUP_MAX_READINGS 50000 /* ... or once it holds this many readings */
 #define GROUP_MAX_BATCHES 256    /* ... or this many batches */
 
@@ -822,8 +823,11 @@ static void *loop_main(void *arg)
         if (in->group->open) {
             /* commit once the broker has nothing more for us right now, or when due */
             uint64_t before = atomic_load(&in->messages);
+            int unread = 0;
             rc = mosquitto_loop(in->mosq, 0, 1);
-            if (atomic_load(&in->messages) == before || mono_ms() >= in->group->deadline)
+            if ((atomic_load(&in->messages) == before &&
+                 (ioctl(mosquitto_socket(in->mosq), FIONREAD, &unread) != 0 || unread == 0)) ||
+                mono_ms() >= in->group->deadline)
                 group_flush(in);
         } else {
             rc = mosquitto_loop(in->mosq, LOOP_TIMEOUT_MS, 1);

@@ -386,7 +386,9 @@ struct store {
     struct gaps old_gaps, new_gaps;
     struct seq_range *missing; /* room for cur's missing ranges */
     size_t missing_cap;
-    bool group_broken; /* the group's transaction is gone (w.mu): its commit must fail */
+    bool group_broken;   /* the group's transaction is gone (w.mu): its commit must fail */
+    struct fresh *fresh; /* readings whose rollups are due (w.mu) */
+    int nfresh, fresh_cap;
 };
 
 /* The store whose group (store_group_begin) this thread holds, with w.mu, or NULL. */
@@ -838,6 +840,7 @@ void store_close(store_t *st)
     free(st->old_gaps.g);
     free(st->new_gaps.g);
     free(st->missing);
+    free(st->fresh);
     free(st);
 }
 
@@ -850,7 +853,14 @@ struct by_meter {
 
 /* registry, rollups and usage: the block at the end of this file */
 static void usage_bump(store_t *st);
-static int usage_after_batch(store_t *st, const struct by_meter *idx, int n, int64_t recv_ms);
+/* A new reading whose rollups are due: kept per batch, or for a whole group until its
+ * commit, so that a group recomputes each 5-minute bucket, hour and day once. */
+struct fresh {
+    int64_t meter_id, ts;
+    uint32_t present;
+};
+static int usage_after(store_t *st, struct fresh *f, int n);
+static int64_t usage_horizon(store_t *st, int64_t recv_ms);
 
 static int cmp_meter(const void *a, const void *b)
 {
@@ -1172,6 +1182,7 @@ int store_group_begin(store_t *st)
         return -EIO;
     }
     st->group_broken = false;
+    st->nfresh = 0;
     tl_group = st;
     return 0;
 }
@@ -1185,8 +1196,10 @@ int store_group_commit(store_t *st)
         return -EINVAL;
     if (st->group_broken)
         rc = -EIO;
-    else if ((rc = step_done(db, st->w.stmt[W_COMMIT], "commit group")) == 0)
+    else if ((rc = usage_after(st, st->fresh, st->nfresh)) == 0 &&
+             (rc = step_done(db, st->w.stmt[W_COMMIT], "commit group")) == 0)
         usage_bump(st);
+    st->nfresh = 0;
     if (!sqlite3_get_autocommit(db))
         step_done(db, st->w.stmt[W_ROLLBACK], "rollback group");
     tl_group = NULL;
@@ -1212,7 +1225,7 @@ int store_put_batch(store_t *st, const char *gw, const char *stream, const struc
     struct by_meter *idx = NULL;
     int64_t gw_id, stream_id;
     bool begun = false, grouped;
-    int rc = 0;
+    int rc = 0, nfresh0;
 
     memset(res, 0, sizeof(*res));
     if (n < 0 || (n > 0 && !r) || !wire_id_valid(gw) || !wire_stream_valid(stream))
@@ -1231,6 +1244,7 @@ int store_put_batch(store_t *st, const char *gw, const char *stream, const struc
         free(idx);
         return rc;
     }
+    nfresh0 = grouped ? st->nfresh : 0;
     if ((rc = begin_stream(st, gw, stream, recv_ms, true, grouped, &gw_id, &stream_id, &begun)) < 0)
         goto end;
     for (int i = 0; i < n;) {
@@ -1269,7 +1283,28 @@ int store_put_batch(store_t *st, const char *gw, const char *stream, const struc
         rc = -E2BIG;
         goto end;
     }
-    if ((rc = usage_after_batch(st, idx, n, recv_ms)) < 0)
+    if (!grouped)
+        st->nfresh = 0;
+    int64_t horizon = usage_horizon(st, recv_ms);
+    for (int i = 0, keep = st->nfresh; i < n; i++) {
+        if (!idx[i].fresh || !idx[i].r->present || idx[i].r->ts_ms < horizon)
+            continue;
+        if (st->nfresh == st->fresh_cap) {
+            int cap = st->fresh_cap ? st->fresh_cap * 2 : 1024;
+            struct fresh *p = realloc(st->fresh, (size_t)cap * sizeof(*p));
+            if (!p) {
+                st->nfresh = keep;
+                rc = -ENOMEM;
+                goto end;
+            }
+            st->fresh = p;
+            st->fresh_cap = cap;
+        }
+        st->fresh[st->nfresh++] =
+            (struct fresh){idx[i].meter_id, idx[i].r->ts_ms, idx[i].r->present};
+    }
+    /* in a group the rollups are brought up to date once, before its commit */
+    if (!grouped && (rc = usage_after(st, st->fresh, st->nfresh)) < 0)
         goto end;
     if ((rc = commit_stream(st, stream_id, recv_ms, (uint64_t)res->received,
                             (uint64_t)res->duplicates, 0, grouped, &begun)) < 0)
@@ -1280,6 +1315,7 @@ end:
         res->inserted = res->duplicates = res->received = 0;
         if (rc == -E2BIG)
             ack_from_set(stream, &st->old, &res->ack);
+        st->nfresh = nfresh0; /* none of this batch is stored */
     }
     w_leave(st, grouped, begun);
     free(idx);
@@ -2538,7 +2574,7 @@ enum {
     UW_REPLACED,
     UW_NEXT,
     UW_PREV,
-    UW_POINTS,
+    UW_RAW_ROWS,
     UW_DEL_5M,
     UW_INS_5M,
     UW_INS_1H,
@@ -2585,8 +2621,8 @@ static const char *const uw_sql[UW_COUNT] = {
                 " AND qv(vals, ?2) IS NOT NULL ORDER BY ts LIMIT 1",
     [UW_PREV] = "SELECT ts, qv(vals, ?2) v FROM readings WHERE meter_id = ?1 AND ts < ?3"
                 " AND v IS NOT NULL ORDER BY ts DESC LIMIT 1",
-    [UW_POINTS] = "SELECT ts, qv(vals, ?2) v FROM readings WHERE meter_id = ?1"
-                  " AND ts >= ?3 AND ts < ?4 AND v IS NOT NULL ORDER BY ts LIMIT ?5",
+    [UW_RAW_ROWS] = "SELECT ts, vals FROM readings WHERE meter_id = ?1 AND ts >= ?2 AND ts < ?3"
+                    " AND vals IS NOT NULL ORDER BY ts LIMIT ?4",
     [UW_DEL_5M] = "DELETE FROM rollup_5m WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4",
     [UW_INS_5M] = "INSERT OR REPLACE INTO rollup_5m(meter_id, qty, " ROLLUP_COLUMNS ")"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -2736,6 +2772,14 @@ struct store_usage {
     int ts_cap;
     int64_t replaced[STORE_REPLACED_MAX * 4];
     int nreplaced;
+    struct raw_rows {
+        bool valid;
+        int64_t meter_id, lo, hi;
+        int n, cap;
+        int64_t *ts;
+        uint32_t *present;
+        double *v; /* n x QTY_MAX */
+    } raw;
 };
 
 static int usage_open(store_t *st, const char *path, char *err, size_t errlen)
@@ -2779,6 +2823,9 @@ static void usage_close(store_t *st)
     free(x->rows);
     free(x->gaps);
     free(x->ts);
+    free(x->raw.ts);
+    free(x->raw.present);
+    free(x->raw.v);
     free(x);
     st->usage = NULL;
 }
@@ -2928,6 +2975,64 @@ static int refold(store_t *st, int64_t meter_id, int qid, const tz_t *tz, int64_
     return 0;
 }
 
+/* Loads the readings of meter_id in [lo, hi) (at most USAGE_BATCH_PTS) with their values
+ * into x->raw, unless it holds them already: every quantity of a reading is recomputed
+ * over the same range, so the rows are read and decoded once, not once per quantity. Valid
+ * within one usage_after() (x->raw.valid is cleared at its start). */
+static int raw_load(store_t *st, int64_t meter_id, int64_t lo, int64_t hi)
+{
+    struct store_usage *x = st->usage;
+    struct raw_rows *c = &x->raw;
+    sqlite3_stmt *s = x->w[UW_RAW_ROWS];
+    int rc;
+
+    if (c->valid && c->meter_id == meter_id && c->lo == lo && c->hi == hi)
+        return 0;
+    c->valid = false;
+    c->n = 0;
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int64(s, 2, lo);
+    sqlite3_bind_int64(s, 3, hi);
+    sqlite3_bind_int(s, 4, USAGE_BATCH_PTS);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct reading r;
+        if (c->n == c->cap) {
+            int cap = c->cap ? c->cap * 2 : 1024;
+            int64_t *ts = realloc(c->ts, (size_t)cap * sizeof(*ts));
+            uint32_t *pr = ts ? realloc(c->present, (size_t)cap * sizeof(*pr)) : NULL;
+            double *v = pr ? realloc(c->v, (size_t)cap * QTY_MAX * sizeof(*v)) : NULL;
+            if (ts)
+                c->ts = ts;
+            if (pr)
+                c->present = pr;
+            if (!v) {
+                done(s);
+                return -ENOMEM;
+            }
+            c->v = v;
+            c->cap = cap;
+        }
+        r.present = 0;
+        vals_decode(st->qty_idx, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1), &r);
+        c->ts[c->n] = sqlite3_column_int64(s, 0);
+        c->present[c->n] = r.present;
+        for (int q = 0; q < qty_count(); q++)
+            if (r.present & (1u << q))
+                c->v[(size_t)c->n * QTY_MAX + (size_t)q] = r.values[q];
+        c->n++;
+    }
+    done(s);
+    if (rc != SQLITE_DONE) {
+        dberr(st->w.db, "read readings");
+        return -EIO;
+    }
+    c->valid = true;
+    c->meter_id = meter_id;
+    c->lo = lo;
+    c->hi = hi;
+    return 0;
+}
+
 /* Recomputes the 5-minute rows and gaps of [lo, hi) (5-minute aligned) of one quantity from
  * the raw readings, then its hours and days. Caller holds w.mu inside a transaction. */
 static int recompute(store_t *st, int64_t meter_id, int q, const tz_t *tz, int64_t lo, int64_t hi)
@@ -2958,28 +3063,18 @@ static int recompute(store_t *st, int64_t meter_id, int q, const tz_t *tz, int64
         dberr(db, "read previous sample");
         return -EIO;
     }
-    s = x->w[UW_POINTS];
-    sqlite3_bind_int64(s, 1, meter_id);
-    sqlite3_bind_int(s, 2, qid);
-    sqlite3_bind_int64(s, 3, lo);
-    sqlite3_bind_int64(s, 4, hi);
-    sqlite3_bind_int(s, 5, USAGE_BATCH_PTS);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == x->cap && usage_reserve(x, n + 1) < 0) {
-            done(s);
-            return -ENOMEM;
+    if ((rc = raw_load(st, meter_id, lo, hi)) < 0)
+        return rc;
+    if (usage_reserve(x, x->raw.n) < 0)
+        return -ENOMEM;
+    for (int i = 0; i < x->raw.n; i++)
+        if (x->raw.present[i] & (1u << q)) {
+            x->pts[n].ts = x->raw.ts[i];
+            x->pts[n].v = x->raw.v[(size_t)i * QTY_MAX + (size_t)q];
+            n++;
         }
-        x->pts[n].ts = sqlite3_column_int64(s, 0);
-        x->pts[n].v = sqlite3_column_double(s, 1);
-        n++;
-    }
-    done(s);
-    if (rc != SQLITE_DONE) {
-        dberr(db, "read samples");
-        return -EIO;
-    }
-    if (n == USAGE_BATCH_PTS) /* more than that many readings in the range: stop before the last */
-        hi = floor5(x->pts[n - 1].ts);
+    if (x->raw.n == USAGE_BATCH_PTS) /* more readings in the range: stop before the last */
+        hi = floor5(x->raw.ts[x->raw.n - 1]);
     rollup_build(&pr, has_prev ? &prev : NULL, x->pts, n, ROLLUP_5M_MS, x->rows, &nr, x->gaps, &ng);
     if ((rc = run_ints(db, x->w[UW_DEL_5M], (int64_t[]){meter_id, qid, lo, hi}, 4,
                        "drop 5-minute rollups")) < 0 ||
@@ -3041,12 +3136,6 @@ static int meter_rules(store_t *st, int64_t meter_id, const tz_t **tz)
     return 0;
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Recomputes the rollups that the new readings ts[0..n) (sorted) of quantity q touch. */
 static int update_qty(store_t *st, int64_t meter_id, int q, const tz_t *tz, const int64_t *ts,
                       int n)
@@ -3090,27 +3179,36 @@ static int update_qty(store_t *st, int64_t meter_id, int q, const tz_t *tz, cons
     return 0;
 }
 
-/* The rollup part of store_put_batch: idx[0..n) sorted by meter, fresh marking the new
- * readings. Caller holds w.mu inside the batch's transaction. */
-static int usage_after_batch(store_t *st, const struct by_meter *idx, int n, int64_t recv_ms)
+static int64_t usage_horizon(store_t *st, int64_t recv_ms)
+{
+    return recv_ms - atomic_load(&st->usage->keep_ms);
+}
+
+static int cmp_fresh(const void *a, const void *b)
+{
+    const struct fresh *x = a, *y = b;
+    if (x->meter_id != y->meter_id)
+        return x->meter_id < y->meter_id ? -1 : 1;
+    return x->ts < y->ts ? -1 : x->ts > y->ts;
+}
+
+/* The rollup part of store_put_batch (or of a group's commit): brings the rollups up to
+ * date with the new readings f[0..n) (sorted here). Caller holds w.mu inside the
+ * transaction that stored them. */
+static int usage_after(store_t *st, struct fresh *f, int n)
 {
     struct store_usage *x = st->usage;
-    int64_t horizon = recv_ms - atomic_load(&x->keep_ms);
     int rc;
 
+    qsort(f, (size_t)n, sizeof(*f), cmp_fresh);
+    x->raw.valid = false; /* the readings changed since the last call */
     for (int i = 0; i < n;) {
-        int j = i, cnt = 0;
+        int j = i, cnt;
         const tz_t *tz = NULL;
 
-        while (j < n && idx[j].meter_id == idx[i].meter_id)
+        while (j < n && f[j].meter_id == f[i].meter_id)
             j++;
-        for (int k = i; k < j; k++)
-            if (idx[k].fresh && idx[k].r->present && idx[k].r->ts_ms >= horizon)
-                cnt++;
-        if (cnt == 0) {
-            i = j;
-            continue;
-        }
+        cnt = j - i;
         if (cnt > x->ts_cap) {
             int64_t *p = realloc(x->ts, (size_t)cnt * sizeof(*p));
             if (!p)
@@ -3118,21 +3216,21 @@ static int usage_after_batch(store_t *st, const struct by_meter *idx, int n, int
             x->ts = p;
             x->ts_cap = cnt;
         }
-        if ((rc = meter_rules(st, idx[i].meter_id, &tz)) < 0)
+        if ((rc = meter_rules(st, f[i].meter_id, &tz)) < 0)
             return rc;
         for (int q = 0; q < qty_count(); q++) {
             int m = 0;
-            for (int k = i; k < j; k++)
-                if (idx[k].fresh && (idx[k].r->present & (1u << q)) && idx[k].r->ts_ms >= horizon)
-                    x->ts[m++] = idx[k].r->ts_ms;
+            for (int k = i; k < j; k++) /* ascending by ts */
+                if (f[k].present & (1u << q))
+                    x->ts[m++] = f[k].ts;
             if (m == 0)
                 continue;
-            qsort(x->ts, (size_t)m, sizeof(*x->ts), cmp_i64);
-            if ((rc = update_qty(st, idx[i].meter_id, q, tz, x->ts, m)) < 0)
+            if ((rc = update_qty(st, f[i].meter_id, q, tz, x->ts, m)) < 0)
                 return rc;
         }
         i = j;
     }
+    x->raw.valid = false;
     atomic_fetch_add(&x->gen, 1);
     return 0;
 }
@@ -3486,6 +3584,7 @@ int store_reg_replaced(store_t *st, const char *id, int64_t ts)
     }
     if (rc < 0 || (rc = meter_rules(st, mid, &tz)) < 0)
         goto end;
+    x->raw.valid = false;
     /* the step across ts is the first reading at or after ts: recompute its bucket */
     for (int q = 0; q < qty_count() && rc == 0; q++) {
         sqlite3_stmt *s = x->w[UW_NEXT];
@@ -3506,6 +3605,7 @@ int store_reg_replaced(store_t *st, const char *id, int64_t ts)
             rc = -EIO;
     }
 end:
+    x->raw.valid = false;
     return u_end(st, rc);
 }
 

@@ -165,7 +165,7 @@ int store_put_batch(store_t *st, const char *gw, const char *stream, const struc
  * 0. On an error of the commit (or of the transaction, which then makes every later call
  * of the group fail with -EIO) nothing of the group is stored. Other writes from that
  * thread return -EDEADLK meanwhile; other threads' writes wait for the commit, so keep a
- * group short (meter-cloud's ingest commits within 50 ms). -EBUSY: this thread already
+ * group short (meter-cloud's ingest commits within 250 ms). -EBUSY: this thread already
  * holds a group. */
 int store_group_begin(store_t *st);
 int store_group_commit(store_t *st);

@@ -131,6 +131,7 @@ def main():
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    args.build = os.path.abspath(args.build)
 
     print(f"ingest_bench: {args.count} readings of {args.values} values, {args.meters} meters, "
           f"batches of {args.batch}, window {args.window}; {os.cpu_count()} CPUs, load "
