@@ -2755,8 +2755,11 @@ static const char *const ur_sql[UR_COUNT] = {
     [UR_END] = "COMMIT",
 };
 
+#define USAGE_READERS 4 /* read connections for the usage API: parallel queries */
+
 struct store_usage {
-    struct conn u;
+    struct conn u[USAGE_READERS];
+    atomic_uint next_u;
     sqlite3_stmt *w[UW_COUNT]; /* on w.db, used under w.mu */
     /* rules (store_usage_config): atomics, so that readers never take w.mu for them */
     _Atomic int64_t gap_ms;
@@ -2782,6 +2785,26 @@ struct store_usage {
     } raw;
 };
 
+/* The usage read connection this thread holds (u_lock), for the helpers it calls. */
+static _Thread_local struct conn *tl_u;
+
+/* Takes a free usage read connection (a busy one, when all are, in turn) and locks it;
+ * unlock its mu when done. Requests of the usage API run on as many threads as there are
+ * HTTP connections: with one read connection they queued behind each other's queries. */
+static struct conn *u_lock(store_t *st)
+{
+    struct store_usage *x = st->usage;
+    unsigned k = atomic_fetch_add(&x->next_u, 1) % USAGE_READERS;
+
+    for (unsigned i = 0; i < USAGE_READERS; i++) {
+        struct conn *c = &x->u[(k + i) % USAGE_READERS];
+        if (pthread_mutex_trylock(&c->mu) == 0)
+            return tl_u = c;
+    }
+    pthread_mutex_lock(&x->u[k].mu);
+    return tl_u = &x->u[k];
+}
+
 static int usage_open(store_t *st, const char *path, char *err, size_t errlen)
 {
     struct store_usage *x = calloc(1, sizeof(*x));
@@ -2803,11 +2826,13 @@ static int usage_open(store_t *st, const char *path, char *err, size_t errlen)
                      sqlite3_errmsg(st->w.db));
             return -EIO;
         }
-    if ((rc = open_conn(&x->u, path, UR_COUNT, err, errlen)) < 0)
-        return rc;
-    if ((rc = exec(x->u.db, "PRAGMA query_only=ON", err, errlen)) < 0)
-        return rc;
-    return prepare_all(&x->u, ur_sql, err, errlen);
+    for (int i = 0; i < USAGE_READERS; i++) {
+        if ((rc = open_conn(&x->u[i], path, UR_COUNT, err, errlen)) < 0 ||
+            (rc = exec(x->u[i].db, "PRAGMA query_only=ON", err, errlen)) < 0 ||
+            (rc = prepare_all(&x->u[i], ur_sql, err, errlen)) < 0)
+            return rc;
+    }
+    return 0;
 }
 
 static void usage_close(store_t *st)
@@ -2818,7 +2843,8 @@ static void usage_close(store_t *st)
         return;
     for (int i = 0; i < UW_COUNT; i++)
         sqlite3_finalize(x->w[i]);
-    close_conn(&x->u);
+    for (int i = 0; i < USAGE_READERS; i++)
+        close_conn(&x->u[i]);
     free(x->pts);
     free(x->rows);
     free(x->gaps);
@@ -3662,7 +3688,7 @@ static int list_rows(store_t *st, sqlite3_stmt *s, size_t sz, void (*fill)(sqlit
     }
     done(s);
     if (rc != SQLITE_DONE) {
-        dberr(st->usage->u.db, "list");
+        dberr(tl_u->db, "list");
         free(v);
         return -EIO;
     }
@@ -3683,11 +3709,11 @@ static void fill_reg(sqlite3_stmt *s, void *o)
 
 int store_site_list(store_t *st, struct store_site **out, int *n)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     void *v;
     int rc;
 
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     rc = list_rows(st, u->stmt[UR_SITES], sizeof(**out), fill_site, &v, n);
     pthread_mutex_unlock(&u->mu);
     *out = rc == 0 ? v : NULL;
@@ -3696,11 +3722,12 @@ int store_site_list(store_t *st, struct store_site **out, int *n)
 
 int store_site_get(store_t *st, const char *id, struct store_site *out)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[UR_SITE];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int rc;
 
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[UR_SITE];
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
@@ -3718,7 +3745,7 @@ int store_site_get(store_t *st, const char *id, struct store_site *out)
 /* Fills r->replaced from the replacements table. Caller holds u.mu. */
 static int load_replaced(store_t *st, struct store_reg *r)
 {
-    sqlite3_stmt *s = st->usage->u.stmt[UR_REPL];
+    sqlite3_stmt *s = tl_u->stmt[UR_REPL];
     int rc;
 
     r->nreplaced = 0;
@@ -3728,7 +3755,7 @@ static int load_replaced(store_t *st, struct store_reg *r)
         r->replaced[r->nreplaced++] = sqlite3_column_int64(s, 0);
     done(s);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        dberr(st->usage->u.db, "read replacements");
+        dberr(tl_u->db, "read replacements");
         return -EIO;
     }
     return 0;
@@ -3736,11 +3763,11 @@ static int load_replaced(store_t *st, struct store_reg *r)
 
 int store_reg_list(store_t *st, struct store_reg **out, int *n)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     void *v = NULL;
     int rc;
 
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     rc = list_rows(st, u->stmt[UR_REGS], sizeof(**out), fill_reg, &v, n);
     for (int i = 0; rc == 0 && i < *n; i++)
         rc = load_replaced(st, &((struct store_reg *)v)[i]);
@@ -3756,11 +3783,12 @@ int store_reg_list(store_t *st, struct store_reg **out, int *n)
 
 int store_reg_get(store_t *st, const char *id, struct store_reg *out)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[UR_REG];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int rc;
 
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[UR_REG];
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
@@ -3780,13 +3808,13 @@ int store_reg_get(store_t *st, const char *id, struct store_reg *out)
 
 int store_meter_ctx(store_t *st, const char *meter, struct store_meter_ctx *out)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     sqlite3_stmt *s;
     int rc, rc2;
 
     memset(out, 0, sizeof(*out));
     snprintf(out->tz, sizeof(out->tz), "UTC");
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     s = u->stmt[UR_METER_ID];
     sqlite3_bind_text(s, 1, meter, -1, SQLITE_STATIC);
     rc = sqlite3_step(s);
@@ -3822,16 +3850,15 @@ static int qid_of(store_t *st, int qty)
 int store_rollups(store_t *st, int64_t meter_id, int qty, enum store_tier t, int64_t from,
                   int64_t to, int max, struct rollup_row *out, int *n)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[t == STORE_TIER_5M   ? UR_ROWS_5M
-                              : t == STORE_TIER_1H ? UR_ROWS_1H
-                                                   : UR_ROWS_1D];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int cnt = 0, rc;
 
     *n = 0;
     if (qid_of(st, qty) < 0 || max <= 0)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[t == STORE_TIER_5M ? UR_ROWS_5M : t == STORE_TIER_1H ? UR_ROWS_1H : UR_ROWS_1D];
     sqlite3_bind_int64(s, 1, meter_id);
     sqlite3_bind_int(s, 2, qid_of(st, qty));
     sqlite3_bind_int64(s, 3, from);
@@ -3852,16 +3879,17 @@ int store_rollups(store_t *st, int64_t meter_id, int qty, enum store_tier t, int
 int store_series(store_t *st, int64_t meter_id, int qty, enum store_tier t, int64_t from,
                  int64_t to, int64_t width, int max, struct store_point4 *out, int *n)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[t == STORE_TIER_5M   ? UR_SERIES_5M
-                              : t == STORE_TIER_1H ? UR_SERIES_1H
-                                                   : UR_SERIES_1D];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int cnt = 0, rc;
 
     *n = 0;
     if (qid_of(st, qty) < 0 || max <= 0 || width <= 0 || from >= to)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[t == STORE_TIER_5M   ? UR_SERIES_5M
+                : t == STORE_TIER_1H ? UR_SERIES_1H
+                                     : UR_SERIES_1D];
     sqlite3_bind_int64(s, 1, meter_id);
     sqlite3_bind_int(s, 2, qid_of(st, qty));
     sqlite3_bind_int64(s, 3, from);
@@ -3891,14 +3919,15 @@ int store_series(store_t *st, int64_t meter_id, int qty, enum store_tier t, int6
 int store_gaps(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t to, int max,
                struct usage_gap *out, int *n)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[UR_GAPS];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int cnt = 0, rc;
 
     *n = 0;
     if (qid_of(st, qty) < 0 || max <= 0)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[UR_GAPS];
     sqlite3_bind_int64(s, 1, meter_id);
     sqlite3_bind_int(s, 2, qid_of(st, qty));
     sqlite3_bind_int64(s, 3, from);
@@ -3924,7 +3953,7 @@ int store_gaps(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t to,
 static int u_points(store_t *st, int qid, int64_t meter_id, int64_t from, int64_t to, int max,
                     struct rollup_point *out, int *n, struct rollup_point *prev, bool *has_prev)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = tl_u;
     sqlite3_stmt *s = u->stmt[UR_PREV];
     int cnt = 0, rc;
 
@@ -3965,14 +3994,14 @@ dbfail:
 int store_points(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t to, int max,
                  struct rollup_point *out, int *n, struct rollup_point *prev, bool *has_prev)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     int rc;
 
     *n = 0;
     *has_prev = false;
     if (qid_of(st, qty) < 0 || max <= 0)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     rc = u_points(st, qid_of(st, qty), meter_id, from, to, max, out, n, prev, has_prev);
     pthread_mutex_unlock(&u->mu);
     return rc;
@@ -3980,13 +4009,14 @@ int store_points(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t t
 
 int store_span(store_t *st, int64_t meter_id, int qty, int64_t *first, int64_t *last)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[UR_SPAN];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int rc;
 
     if (qid_of(st, qty) < 0)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[UR_SPAN];
     sqlite3_bind_int64(s, 1, meter_id);
     sqlite3_bind_int(s, 2, qid_of(st, qty));
     rc = sqlite3_step(s);
@@ -4027,7 +4057,7 @@ static int u_sum(store_t *st, sqlite3_stmt *s, int64_t meter_id, int qid, int64_
     }
     done(s);
     if (rc != SQLITE_ROW) {
-        dberr(st->usage->u.db, "sum rollups");
+        dberr(tl_u->db, "sum rollups");
         return -EIO;
     }
     return 0;
@@ -4038,7 +4068,7 @@ static int u_sum(store_t *st, sqlite3_stmt *s, int64_t meter_id, int qid, int64_
 static int u_gap_totals(store_t *st, int64_t meter_id, int qid, int64_t a, int64_t b,
                         struct store_sum *o)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = tl_u;
     sqlite3_stmt *s = u->stmt[UR_GAP_SUM];
     int rc;
 
@@ -4067,7 +4097,7 @@ static int usage_sum(store_t *st, int qid, int kind, int64_t meter_id,
                      struct store_sum *out)
 {
     struct store_usage *x = st->usage;
-    struct conn *u = &x->u;
+    struct conn *u = tl_u;
     int64_t f = floor5(r->b), gap_ms = atomic_load(&x->gap_ms);
     double max_kw = atomic_load(&x->max_power_kw);
     struct rollup_point prev;
@@ -4105,7 +4135,7 @@ static int usage_sum(store_t *st, int qid, int kind, int64_t meter_id,
 int store_usage_sums(store_t *st, int64_t meter_id, int qty, const struct store_sum_range *r, int n,
                      struct store_sum *out)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     struct rollup_point *pts;
     int qid = qid_of(st, qty), rc = 0;
 
@@ -4113,7 +4143,7 @@ int store_usage_sums(store_t *st, int64_t meter_id, int qty, const struct store_
         return -EINVAL;
     if (!(pts = malloc(TAIL_MAX * sizeof(*pts))))
         return -ENOMEM;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     /* one read transaction: one snapshot, and one WAL read lock instead of one per query */
     if ((rc = step_done(u->db, u->stmt[UR_BEGIN], "begin read")) == 0) {
         for (int i = 0; i < n && rc == 0; i++)
@@ -4135,7 +4165,7 @@ int store_usage_sum(store_t *st, int64_t meter_id, int qty, int64_t a, int64_t d
 int store_readings_asc(store_t *st, const char *meter, int64_t from, int64_t to, int limit,
                        struct store_reading **out, int *n)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     struct store_reading *v = NULL;
     sqlite3_stmt *s;
     int64_t mid = 0;
@@ -4145,7 +4175,7 @@ int store_readings_asc(store_t *st, const char *meter, int64_t from, int64_t to,
     *n = 0;
     if (limit <= 0 || from >= to)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     s = u->stmt[UR_METER_ID];
     sqlite3_bind_text(s, 1, meter, -1, SQLITE_STATIC);
     rc = sqlite3_step(s);
