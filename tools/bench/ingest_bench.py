@@ -15,6 +15,7 @@ starts is stopped at the end, also on failure. Standard library only; /usr/bin/p
 
   tools/bench/ingest_bench.py --build build                    # 5 runs of 1,000,000 readings
   tools/bench/ingest_bench.py --build build --count 200000 --runs 3 --batch 500
+  tools/bench/ingest_bench.py --build /tmp/old/build --pub build/tools/bench/ingest_pub
 """
 import argparse
 import os
@@ -62,7 +63,7 @@ def run_one(args, profile):
         st.start_broker()
         st.start_cloud()
         cloud = st.procs["meter-cloud"].p.pid
-        pub = os.path.join(args.build, "tools", "bench", "ingest_pub")
+        pub = args.pub or os.path.join(args.build, "tools", "bench", "ingest_pub")
         env = dict(os.environ, MLK_BENCH_PASSWORD=st.users["gw-01"])
         if profile:
             perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999",
@@ -130,8 +131,11 @@ def main():
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--pub", help="ingest_pub to use (default: the one in --build); with it,"
+                    " --build may be the build of another version of meter-cloud")
     args = ap.parse_args()
     args.build = os.path.abspath(args.build)
+    args.pub = args.pub and os.path.abspath(args.pub)
 
     print(f"ingest_bench: {args.count} readings of {args.values} values, {args.meters} meters, "
           f"batches of {args.batch}, window {args.window}; {os.cpu_count()} CPUs, load "
