@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -116,9 +117,62 @@ const char *apx_param(const struct apx_params *p, const char *name)
     return NULL;
 }
 
+/* Writes the decimal digits of u (at least min_digits of them) backwards before end;
+ * returns the first. */
+static char *digits_back(char *end, uint64_t u, int min_digits)
+{
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+        min_digits--;
+    } while (u || min_digits > 0);
+    return end;
+}
+
+/* v as %.15g would print it, when v is a whole number of millionths below 1e9 in size
+ * (every energy and average the API prints, and most readings): such a value has at most 15
+ * significant digits, so %.15g prints exactly them, and they read back as v. Formatted by
+ * hand: printf's floating point path was a fifth of a year's usage request. Returns false
+ * when v is not such a value. */
+static bool fmt_micro(double v, char *buf, size_t len)
+{
+    char tmp[32], *end = tmp + sizeof(tmp), *p;
+    double r;
+    uint64_t u, ip, fp;
+    int fd = 6;
+    size_t n;
+
+    if (!(fabs(v) < 1e9) || len < sizeof(tmp))
+        return false;
+    r = round(fabs(v) * 1e6);
+    if (r / 1e6 != fabs(v))
+        return false;
+    u = (uint64_t)r;
+    ip = u / 1000000;
+    fp = u % 1000000;
+    while (fd > 0 && fp % 10 == 0) { /* %g drops trailing zeros */
+        fp /= 10;
+        fd--;
+    }
+    p = end;
+    if (fd > 0) {
+        p = digits_back(p, fp, fd);
+        *--p = '.';
+    }
+    p = digits_back(p, ip, 1);
+    if (signbit(v))
+        *--p = '-'; /* -0 too, as printf has it */
+    n = (size_t)(end - p);
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    return true;
+}
+
 /* The shortest of %.15g and %.17g that reads back as v (%.16g rarely helps: skipped). */
 static void fmt_double(double v, char *buf, size_t len)
 {
+    if (fmt_micro(v, buf, len))
+        return;
     snprintf(buf, len, "%.15g", v);
     if (strtod(buf, NULL) != v)
         snprintf(buf, len, "%.17g", v);
@@ -272,9 +326,70 @@ static int64_t floor_div(int64_t a, int64_t b)
     return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
 }
 
+/* Civil date of a day count since 1970-01-01 (H. Hinnant's algorithm). */
+static void civil_of(int64_t z, int *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
+/* tz_format(), with one offset lookup instead of two (none when off, the offset at ms, is
+ * known; INT_MIN: not known) and without printf: a year of day buckets formats 366 of these
+ * per request. Same text. */
+static const char *iso_off(const tz_t *tz, int64_t ms, int off, char *buf)
+{
+    int a, y, mo, d;
+    int64_t local, days, rem;
+    char *p = buf;
+
+    if (off == INT_MIN)
+        off = tz_offset_s(tz, ms);
+    a = off < 0 ? -off : off;
+    local = ms + (int64_t)off * 1000;
+    days = floor_div(local, DAY_MS);
+    rem = local - days * DAY_MS;
+
+    civil_of(days, &y, &mo, &d);
+    if (y < 0 || y > 9999)
+        return tz_format(tz, ms, buf, TZ_ISO_MAX);
+#define PUT2(v) (*p++ = (char)('0' + (v) / 10), *p++ = (char)('0' + (v) % 10))
+    PUT2(y / 100);
+    PUT2(y % 100);
+    *p++ = '-';
+    PUT2(mo);
+    *p++ = '-';
+    PUT2(d);
+    *p++ = 'T';
+    PUT2((int)(rem / 3600000));
+    *p++ = ':';
+    PUT2((int)(rem / 60000 % 60));
+    *p++ = ':';
+    PUT2((int)(rem / 1000 % 60));
+    if (rem % 1000) {
+        int f = (int)(rem % 1000);
+        *p++ = '.';
+        *p++ = (char)('0' + f / 100);
+        PUT2(f % 100);
+    }
+    *p++ = off < 0 ? '-' : '+';
+    PUT2(a / 3600);
+    *p++ = ':';
+    PUT2(a / 60 % 60);
+#undef PUT2
+    *p = '\0';
+    return buf;
+}
+
 static const char *iso(const tz_t *tz, int64_t ms, char *buf)
 {
-    return tz_format(tz, ms, buf, TZ_ISO_MAX);
+    return iso_off(tz, ms, INT_MIN, buf);
 }
 
 /* ---- usage ---- */
@@ -293,25 +408,57 @@ static const struct period periods[] = {
 
 /* Bucket boundaries [from, to) of unit u into *out (malloc'd, *nb buckets, nb + 1 bounds).
  * -E2BIG when more than BUCKETS_MAX. */
+/* tz_next(tz, start, TZ_DAY) with one offset lookup on most days: when start is a local
+ * midnight and the offset 24 hours later is the same, that is the next local midnight.
+ * Otherwise (a change of offset that day, a day that did not start at midnight) it asks
+ * tz_next. */
+static int64_t next_day(const tz_t *tz, int64_t start, int *off)
+{
+    int64_t c = start + DAY_MS;
+    int o = *off == INT_MIN ? tz_offset_s(tz, start) : *off;
+
+    *off = tz_offset_s(tz, c); /* c is the next start on the fast path */
+    if (*off == o && (start + (int64_t)o * 1000) % DAY_MS == 0)
+        return c;
+    *off = INT_MIN;
+    return tz_next(tz, start, TZ_DAY);
+}
+
+/* The bucket bounds of unit u covering [from, to): *out (malloc'd, *nb + 1 entries). With
+ * offs, also *offs (malloc'd): the offset at each bound where next_day() learnt it, else
+ * INT_MIN. */
 static int bounds_of(const tz_t *tz, enum tz_unit u, int64_t from, int64_t to, int64_t **out,
-                     int *nb)
+                     int *nb, int **offs)
 {
     int64_t *b = malloc((BUCKETS_MAX + 1) * sizeof(*b));
-    int n = 0;
+    int *o = offs ? malloc((BUCKETS_MAX + 1) * sizeof(*o)) : NULL;
+    int n = 0, off = INT_MIN;
 
     *out = NULL;
     *nb = 0;
-    if (!b)
+    if (offs)
+        *offs = NULL;
+    if (!b || (offs && !o)) {
+        free(b);
+        free(o);
         return -ENOMEM;
+    }
     b[0] = tz_floor(tz, from, u);
+    if (o)
+        o[0] = INT_MIN;
     while (b[n] < to) {
         if (n == BUCKETS_MAX) {
             free(b);
+            free(o);
             return -E2BIG;
         }
-        b[n + 1] = tz_next(tz, b[n], u);
+        b[n + 1] = u == TZ_DAY ? next_day(tz, b[n], &off) : tz_next(tz, b[n], u);
+        if (o)
+            o[n + 1] = u == TZ_DAY ? off : INT_MIN;
         n++;
     }
+    if (offs)
+        *offs = o;
     *out = b;
     *nb = n;
     return 0;
@@ -379,6 +526,7 @@ static enum MHD_Result h_usage(struct api_req *r)
     const struct period *per = &periods[2];
     const tz_t *tz;
     int64_t to = now_ms(), from, *b = NULL, *db = NULL;
+    int *offs = NULL;
     struct usage_bucket *bk = NULL, *dk = NULL;
     struct usage_totals tot, dtot;
     struct usage_daily daily;
@@ -408,7 +556,7 @@ static enum MHD_Result h_usage(struct api_req *r)
     if (from >= to)
         return bad(r, "from: %s is not before to: %s", iso(tz, from, buf),
                    time_format(to, b1, sizeof(b1)));
-    rc = bounds_of(tz, per->unit, from, to, &b, &nb);
+    rc = bounds_of(tz, per->unit, from, to, &b, &nb, &offs);
     if (rc == -E2BIG)
         return bad(r,
                    "from..to: more than %d buckets of %s; shorten the range or use a longer "
@@ -426,7 +574,7 @@ static enum MHD_Result h_usage(struct api_req *r)
     if (per->unit == TZ_DAY) {
         dk = bk;
         ndb = nb;
-    } else if ((rc = bounds_of(tz, TZ_DAY, b[0], b[nb], &db, &ndb)) == 0) {
+    } else if ((rc = bounds_of(tz, TZ_DAY, b[0], b[nb], &db, &ndb, NULL)) == 0) {
         if (!(dk = calloc((size_t)ndb, sizeof(*dk)))) {
             rc = -ENOMEM;
             goto fail;
@@ -455,7 +603,7 @@ static enum MHD_Result h_usage(struct api_req *r)
         if (!(o = cJSON_CreateObject()))
             goto oom;
         cJSON_AddItemToArray(arr, o);
-        if (!cJSON_AddStringToObject(o, "start", iso(tz, bk[i].start, buf)) ||
+        if (!cJSON_AddStringToObject(o, "start", iso_off(tz, bk[i].start, offs[i], buf)) ||
             !add_energy(o, "energy", bk[i].has, bk[i].energy) ||
             !cJSON_AddBoolToObject(o, "complete", bk[i].complete) ||
             (ctx.has_tariff && !add_energy(o, "cost", bk[i].has, bk[i].energy * ctx.price)))
@@ -483,6 +631,7 @@ static enum MHD_Result h_usage(struct api_req *r)
         free(dk);
     free(bk);
     free(b);
+    free(offs);
     free(db);
     return api_send_json(r->c, MHD_HTTP_OK, root);
 oom:
@@ -494,6 +643,7 @@ fail:
         free(dk);
     free(bk);
     free(b);
+    free(offs);
     free(db);
     return apx_store_error(r, rc);
 }

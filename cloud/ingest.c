@@ -7,10 +7,22 @@
  * of mosquitto_loop_start() because mosquitto_loop_forever() gives up for good on some
  * errors (a failed DNS lookup, a protocol error); this loop retries after every error.
  *
- * Order per message: parse, store (one transaction), then publish the ack. An ack is never
- * published for anything the store has not committed; when the cloud dies between commit
- * and ack, the gateway resends after its ack timeout and the store answers it from the
- * committed state (the resent readings are duplicates).
+ * Order per message: parse, store, then publish the ack. An ack is never published for
+ * anything the store has not committed; when the cloud dies between commit and ack, the
+ * gateway resends after its ack timeout and the store answers it from the committed state
+ * (the resent readings are duplicates).
+ *
+ * Group commit: readings batches are stored in a group (store_group_begin), one transaction
+ * for several messages, and their acks, counters and live events wait in the group until
+ * its commit. A group is committed as soon as the broker has nothing more to hand over
+ * right now (a poll finds no complete message and no unread byte), after GROUP_MAX_MS, at
+ * GROUP_MAX_READINGS readings or GROUP_MAX_BATCHES batches, and before any other message
+ * (status, loss, health) or store write. So an idle cloud acks at once, and a busy one
+ * pays one commit (one fsync, one write of each page touched) per group instead of one per
+ * batch. Per stream only the newest ack of the group is published: it covers the others.
+ * A failed commit stores none of the group: nothing of it is acked, and the gateways send
+ * it again. The broker's PUBACK to each message does not wait for the commit; it need not,
+ * since a gateway keeps every reading until our ack covers it.
  */
 #include "ingest.h"
 
@@ -28,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -40,6 +53,31 @@
 #define TOPIC_MAX (CFG_PREFIX_MAX + 32)
 #define GAP_CHECK_INTERVAL_MS 1000
 #define GAPS_PER_CHECK 16
+#define GROUP_MAX_MS 250         /* a group is committed at most this long after it began */
+#define GROUP_MAX_READINGS 50000 /* ... or once it holds this many readings */
+#define GROUP_MAX_BATCHES 256    /* ... or this many batches */
+
+/* A batch stored in the open group: what to count and publish after its commit. */
+struct group_batch {
+    char gw[WIRE_ID_MAX];
+    struct wire_batch b; /* kept for the live events */
+    int inserted, duplicates;
+    bool stored; /* false: nothing stored (-E2BIG), only its ack is due */
+};
+
+/* The open group (loop thread only). */
+struct group {
+    bool open;
+    int64_t deadline; /* mono_ms */
+    int readings, n;
+    struct group_batch batches[GROUP_MAX_BATCHES];
+    /* the newest ack per (gateway, stream), in order of first appearance */
+    int nacks;
+    struct {
+        char gw[WIRE_ID_MAX];
+        struct store_ack ack;
+    } acks[GROUP_MAX_BATCHES];
+};
 
 /* A command waiting for its reply (ingest_command). */
 struct pending_cmd {
@@ -65,6 +103,8 @@ struct ingest {
      * pending ones are applied before any later batch (ingest_set_maintenance) */
     pthread_mutex_t maint_mu;
     bool maint;
+    atomic_bool maint_seen; /* maint, readable without maint_mu (it is set under it) */
+    struct group *group;    /* loop thread only */
     atomic_bool stop;
     atomic_bool connected;
 
@@ -259,6 +299,76 @@ static void clean_errors(struct reading *r, int n)
                 *p = '?';
 }
 
+/* Commits the open group, then publishes what waited for it; on a failed commit, counts
+ * its batches as not stored. Loop thread only. */
+static void group_flush(ingest_t *in)
+{
+    struct group *g = in->group;
+    int rc;
+
+    if (!g->open)
+        return;
+    g->open = false;
+    rc = store_group_commit(in->st);
+    if (rc < 0) {
+        char err[200];
+        snprintf(err, sizeof(err), "a group of %d batches (%d readings) not stored: %s", g->n,
+                 g->readings, strerror(-rc));
+        reject(in, IC_STORE, (uint64_t)g->n, g->n ? g->batches[0].gw : "?", err);
+    } else {
+        for (int i = 0; i < g->nacks; i++)
+            publish_ack(in, g->acks[i].gw, &g->acks[i].ack);
+    }
+    for (int i = 0; i < g->n; i++) {
+        struct group_batch *e = &g->batches[i];
+        if (rc == 0 && e->stored) {
+            atomic_fetch_add(&in->batches, 1);
+            atomic_fetch_add(&in->stored, (uint64_t)e->inserted);
+            atomic_fetch_add(&in->duplicates, (uint64_t)e->duplicates);
+            if (e->inserted > 0)
+                events_publish_batch(e->gw, e->b.readings, e->b.n);
+        }
+        wire_batch_free(&e->b);
+    }
+    g->n = g->nacks = g->readings = 0;
+}
+
+/* Keeps ack a of gateway gw to publish after the group's commit: it replaces an older one
+ * of the same stream. */
+static void group_ack(struct group *g, const char *gw, const struct store_ack *a)
+{
+    int i;
+
+    for (i = 0; i < g->nacks; i++)
+        if (strcmp(g->acks[i].gw, gw) == 0 && strcmp(g->acks[i].ack.stream, a->stream) == 0)
+            break;
+    if (i == g->nacks) {
+        snprintf(g->acks[i].gw, sizeof(g->acks[i].gw), "%s", gw);
+        g->nacks++;
+    }
+    g->acks[i].ack = *a;
+}
+
+/* Makes sure a group is open for a batch of n readings (committing a full one first).
+ * Returns false when none could be begun: the batch is then stored on its own. */
+static bool group_enter(ingest_t *in, int n)
+{
+    struct group *g = in->group;
+
+    if (!g)
+        return false;
+    if (g->open && (g->n == GROUP_MAX_BATCHES || g->readings + n > GROUP_MAX_READINGS ||
+                    mono_ms() >= g->deadline))
+        group_flush(in);
+    if (g->open)
+        return true;
+    if (store_group_begin(in->st) < 0)
+        return false;
+    g->open = true;
+    g->deadline = mono_ms() + GROUP_MAX_MS;
+    return true;
+}
+
 /* During maintenance: keeps the batch pending, unacked (the gateway keeps it until a later
  * ack says it is stored). Returns false when maintenance is off. */
 static bool keep_pending(ingest_t *in, const char *gw, const char *payload, size_t len)
@@ -289,6 +399,7 @@ static int on_readings(ingest_t *in, const char *gw, const char *payload, size_t
     struct wire_batch b;
     struct store_put_result res;
     char err[200];
+    bool grouped;
     int rc;
 
     if (len > WIRE_MAX_PAYLOAD) {
@@ -312,12 +423,36 @@ static int on_readings(ingest_t *in, const char *gw, const char *payload, size_t
         reject(in, IC_GW_MISMATCH, 1, gw, err);
         goto done;
     }
-    if (!applying && keep_pending(in, gw, payload, len))
-        goto done;
+    if (!applying && atomic_load(&in->maint_seen)) {
+        /* the group's writer must not wait for maint_mu: ingest_set_maintenance() may hold
+         * it while it waits for the writer */
+        group_flush(in);
+        if (keep_pending(in, gw, payload, len))
+            goto done;
+    }
     if (b.nrejected)
         reject_readings(in, gw, &b);
     clean_errors(b.readings, b.n);
+    grouped = !applying && group_enter(in, b.n);
     rc = store_put_batch(in->st, gw, b.stream, b.readings, b.n, now_ms(), &res);
+    if (grouped && (rc == 0 || rc == -E2BIG)) {
+        struct group_batch *e = &in->group->batches[in->group->n++];
+        snprintf(e->gw, sizeof(e->gw), "%s", gw);
+        e->stored = rc == 0;
+        e->inserted = res.inserted;
+        e->duplicates = res.duplicates;
+        group_ack(in->group, gw, &res.ack);
+        in->group->readings += b.n;
+        log_debug("ingest: %s: stream %s: %d stored, %d new seqs, %d duplicate, %d rejected "
+                  "(to commit)",
+                  gw, b.stream, res.inserted, res.received, res.duplicates, b.nrejected);
+        if (rc == -E2BIG)
+            reject(in, IC_SEQ_LIMIT, 1, gw,
+                   "batch not stored: the stream has too many "
+                   "missing ranges");
+        e->b = b; /* the group frees it */
+        return 0;
+    }
     if (rc == -E2BIG) {
         /* Nothing stored. The ack of the state as it is lets the gateway fill the oldest
          * holes (or report them lost) until the batch fits. */
@@ -540,6 +675,8 @@ static void on_message(struct mosquitto *mosq, void *arg, const struct mosquitto
         reject(in, IC_BAD_TOPIC, 1, "?", "a topic not of the form <prefix>/<gw>/<kind>");
         return;
     }
+    if (k != T_READINGS && k != T_REPLY)
+        group_flush(in); /* in order, and their store writes do not join a group */
     switch (k) {
     case T_READINGS:
         on_readings(in, gw, m->payload, (size_t)m->payloadlen, false);
@@ -668,8 +805,10 @@ static void *loop_main(void *arg)
     int rc;
 
     while (!atomic_load(&in->stop)) {
-        check_gaps(in);
+        if (!in->group->open)
+            check_gaps(in);
         if (!sock) {
+            group_flush(in);
             if (in->attempted)
                 rc = mosquitto_reconnect_async(in->mosq);
             else
@@ -681,14 +820,27 @@ static void *loop_main(void *arg)
             }
             sock = true;
         }
-        rc = mosquitto_loop(in->mosq, LOOP_TIMEOUT_MS, 1);
+        if (in->group->open) {
+            /* commit once the broker has nothing more for us right now, or when due */
+            uint64_t before = atomic_load(&in->messages);
+            int unread = 0;
+            rc = mosquitto_loop(in->mosq, 0, 1);
+            if ((atomic_load(&in->messages) == before &&
+                 (ioctl(mosquitto_socket(in->mosq), FIONREAD, &unread) != 0 || unread == 0)) ||
+                mono_ms() >= in->group->deadline)
+                group_flush(in);
+        } else {
+            rc = mosquitto_loop(in->mosq, LOOP_TIMEOUT_MS, 1);
+        }
         if (rc != MOSQ_ERR_SUCCESS) {
+            group_flush(in);
             sock = false;
             if (atomic_load(&in->stop))
                 break;
             backoff(in, rc);
         }
     }
+    group_flush(in);
     return NULL;
 }
 
@@ -709,6 +861,11 @@ int ingest_start(const struct cfg_mqtt *cfg, const struct cfg_ingest *icfg, stor
     if ((rc = store_maint_get(st, &in->maint)) < 0) {
         free(in);
         return rc;
+    }
+    atomic_init(&in->maint_seen, in->maint);
+    if (!(in->group = calloc(1, sizeof(*in->group)))) {
+        free(in);
+        return -ENOMEM;
     }
     in->gap_grace_ms = icfg->gap_grace_ms;
     in->delay_s = DELAY_MIN_S;
@@ -778,6 +935,7 @@ void ingest_stop(ingest_t *in)
     pthread_mutex_destroy(&in->maint_mu);
     for (int i = 0; i < INGEST_CMD_PENDING_MAX; i++)
         free(in->cmds[i].reply);
+    free(in->group);
     pthread_cond_destroy(&in->cmd_cond);
     pthread_mutex_destroy(&in->cmd_mu);
     free(in);
@@ -947,8 +1105,10 @@ int ingest_set_maintenance(ingest_t *in, bool on, int *applied)
     /* held throughout: a batch arriving now waits, then is stored after every pending one */
     pthread_mutex_lock(&in->maint_mu);
     if (on) {
-        if ((rc = store_maint_set(in->st, true)) == 0)
+        if ((rc = store_maint_set(in->st, true)) == 0) {
             in->maint = true;
+            atomic_store(&in->maint_seen, true);
+        }
         goto done;
     }
     /* bounded by the pending rows: none can be added while maint_mu is held */
@@ -970,8 +1130,10 @@ int ingest_set_maintenance(ingest_t *in, bool on, int *applied)
             break;
         (*applied)++;
     }
-    if (rc == 0 && (rc = store_maint_set(in->st, false)) == 0)
+    if (rc == 0 && (rc = store_maint_set(in->st, false)) == 0) {
         in->maint = false;
+        atomic_store(&in->maint_seen, false);
+    }
 done:
     pthread_mutex_unlock(&in->maint_mu);
     return rc;

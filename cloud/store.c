@@ -1,7 +1,8 @@
 /*
  * store: the SQLite backend of store.h. All of meter-cloud's SQL lives in this file.
  *
- * Layout (schema version 1, PRAGMA user_version):
+ * Layout (schema version 2, PRAGMA user_version; version 1 is migrated on open, see
+ * migrate_v1):
  *   gateways(id, name, status, status_ts, last_seen, gaps,
  *            health, health_ts, health_received, health_queue_depth, health_oldest_age_s)
  *       gaps: data gap events counted; health: the last health message's JSON text
@@ -19,15 +20,17 @@
  *       reported losses, UNIQUE (stream_id, first, last, reason, ts): a repeat is one row
  *   meters(id, name, gateway_id, first_seen, last_ts)
  *   quantities(id, name)                            stable ids for quantities.h's names
- *   readings(meter_id, ts, gateway_id, stream_id, seq, ok, unsynced, error, received)
+ *   readings(meter_id, ts, gateway_id, stream_id, seq, ok, unsynced, error, received, vals)
  *       PRIMARY KEY (meter_id, ts), WITHOUT ROWID: one row per reading; the key is what
- *       makes at-least-once delivery effectively-once (a second copy is ignored).
- *   samples(meter_id, qty, ts, value) PRIMARY KEY (meter_id, qty, ts), WITHOUT ROWID
- *       one row per value. Keyed by quantity first, so that a rollup or a chart of one
- *       quantity of one meter over a time range is one contiguous range of the primary
- *       key. Reading a page of whole readings back is one query too: "qty IN (...)" with
- *       a ts range becomes one key range per quantity. Values as JSON in the readings row
- *       would have been simpler, but every rollup would then parse JSON row by row.
+ *       makes at-least-once delivery effectively-once (a second copy is ignored). vals
+ *       holds the reading's values in one compact blob (NULL when it has none): 9 bytes
+ *       per value, the quantity's id (quantities.id, 1 byte) then the value as an IEEE 754
+ *       double in little-endian byte order, ascending by id (vals_encode). One B-tree
+ *       insert per reading: schema version 1 kept a row per value in a table samples
+ *       (meter_id, qty, ts), about 17 inserts per reading spread over as many leaf pages,
+ *       which made ingest 5 times slower. The SQL function qv(vals, qty id) gives one
+ *       value (NULL when absent), so that rollups still read one quantity in SQL; the
+ *       rollups, not the raw rows, serve every chart and sum longer than a few minutes.
  *   sites, registry, replacements, rollup_5m, rollup_1h, rollup_1d, counter_gaps
  *       the registry of sites and meters and the rollups of the readings: see the block
  *       "registry, rollups and usage" near the end of this file.
@@ -71,83 +74,83 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define VAL_BYTES 9            /* one value in readings.vals: quantity id, IEEE 754 double (LE) */
+#define WRITER_CACHE_KIB 65536 /* the writer's page cache: a batch's pages stay in memory */
 #define BUSY_TIMEOUT_MS 5000
 #define QTY_DB_MAX 256 /* quantities.id values we can map back */
 
-static const char schema_v1[] = "CREATE TABLE gateways("
-                                " id INTEGER PRIMARY KEY,"
-                                " name TEXT NOT NULL UNIQUE,"
-                                " status TEXT," /* 'online', 'offline', NULL: never reported */
-                                " status_ts INTEGER,"
-                                " last_seen INTEGER," /* cloud clock of its last readings batch */
-                                " gaps INTEGER NOT NULL DEFAULT 0,"
-                                " health TEXT,"
-                                " health_ts INTEGER,"
-                                " health_received INTEGER,"
-                                " health_queue_depth INTEGER,"
-                                " health_oldest_age_s INTEGER);"
-                                "CREATE TABLE streams("
-                                " id INTEGER PRIMARY KEY,"
-                                " gateway_id INTEGER NOT NULL REFERENCES gateways(id),"
-                                " name TEXT NOT NULL,"
-                                " first_seen INTEGER NOT NULL,"
-                                " last_seen INTEGER NOT NULL,"
-                                " received INTEGER NOT NULL DEFAULT 0,"
-                                " duplicates INTEGER NOT NULL DEFAULT 0,"
-                                " lost INTEGER NOT NULL DEFAULT 0,"
-                                " UNIQUE(gateway_id, name));"
-                                "CREATE TABLE stream_seqs("
-                                " stream_id INTEGER NOT NULL REFERENCES streams(id),"
-                                " lo INTEGER NOT NULL,"
-                                " hi INTEGER NOT NULL,"
-                                " PRIMARY KEY(stream_id, lo)) WITHOUT ROWID;"
-                                "CREATE TABLE stream_gaps("
-                                " stream_id INTEGER NOT NULL REFERENCES streams(id),"
-                                " lo INTEGER NOT NULL,"
-                                " hi INTEGER NOT NULL,"
-                                " first_seen INTEGER NOT NULL,"
-                                " reported INTEGER NOT NULL,"
-                                " PRIMARY KEY(stream_id, lo)) WITHOUT ROWID;"
-                                "CREATE INDEX stream_gaps_due ON stream_gaps(reported, first_seen);"
-                                "CREATE TABLE losses("
-                                " id INTEGER PRIMARY KEY,"
-                                " stream_id INTEGER NOT NULL REFERENCES streams(id),"
-                                " first INTEGER NOT NULL,"
-                                " last INTEGER NOT NULL,"
-                                " count INTEGER NOT NULL,"
-                                " reason TEXT NOT NULL,"
-                                " ts INTEGER NOT NULL,"
-                                " received_at INTEGER NOT NULL,"
-                                " UNIQUE(stream_id, first, last, reason, ts));"
-                                "CREATE TABLE meters("
-                                " id INTEGER PRIMARY KEY,"
-                                " name TEXT NOT NULL UNIQUE,"
-                                " gateway_id INTEGER NOT NULL REFERENCES gateways(id),"
-                                " first_seen INTEGER NOT NULL,"
-                                " last_ts INTEGER NOT NULL);"
-                                "CREATE TABLE quantities("
-                                " id INTEGER PRIMARY KEY,"
-                                " name TEXT NOT NULL UNIQUE);"
-                                "CREATE TABLE readings("
-                                " meter_id INTEGER NOT NULL REFERENCES meters(id),"
-                                " ts INTEGER NOT NULL,"
-                                " gateway_id INTEGER NOT NULL REFERENCES gateways(id),"
-                                " stream_id INTEGER NOT NULL REFERENCES streams(id),"
-                                " seq INTEGER NOT NULL,"
-                                " ok INTEGER NOT NULL,"
-                                " unsynced INTEGER NOT NULL,"
-                                " error TEXT,"
-                                " received INTEGER NOT NULL,"
-                                " PRIMARY KEY(meter_id, ts)) WITHOUT ROWID;"
-                                "CREATE TABLE samples("
-                                " meter_id INTEGER NOT NULL,"
-                                " qty INTEGER NOT NULL,"
-                                " ts INTEGER NOT NULL,"
-                                " value REAL NOT NULL,"
-                                " PRIMARY KEY(meter_id, qty, ts)) WITHOUT ROWID;";
+static const char schema_main[] =
+    "CREATE TABLE gateways("
+    " id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE,"
+    " status TEXT," /* 'online', 'offline', NULL: never reported */
+    " status_ts INTEGER,"
+    " last_seen INTEGER," /* cloud clock of its last readings batch */
+    " gaps INTEGER NOT NULL DEFAULT 0,"
+    " health TEXT,"
+    " health_ts INTEGER,"
+    " health_received INTEGER,"
+    " health_queue_depth INTEGER,"
+    " health_oldest_age_s INTEGER);"
+    "CREATE TABLE streams("
+    " id INTEGER PRIMARY KEY,"
+    " gateway_id INTEGER NOT NULL REFERENCES gateways(id),"
+    " name TEXT NOT NULL,"
+    " first_seen INTEGER NOT NULL,"
+    " last_seen INTEGER NOT NULL,"
+    " received INTEGER NOT NULL DEFAULT 0,"
+    " duplicates INTEGER NOT NULL DEFAULT 0,"
+    " lost INTEGER NOT NULL DEFAULT 0,"
+    " UNIQUE(gateway_id, name));"
+    "CREATE TABLE stream_seqs("
+    " stream_id INTEGER NOT NULL REFERENCES streams(id),"
+    " lo INTEGER NOT NULL,"
+    " hi INTEGER NOT NULL,"
+    " PRIMARY KEY(stream_id, lo)) WITHOUT ROWID;"
+    "CREATE TABLE stream_gaps("
+    " stream_id INTEGER NOT NULL REFERENCES streams(id),"
+    " lo INTEGER NOT NULL,"
+    " hi INTEGER NOT NULL,"
+    " first_seen INTEGER NOT NULL,"
+    " reported INTEGER NOT NULL,"
+    " PRIMARY KEY(stream_id, lo)) WITHOUT ROWID;"
+    "CREATE INDEX stream_gaps_due ON stream_gaps(reported, first_seen);"
+    "CREATE TABLE losses("
+    " id INTEGER PRIMARY KEY,"
+    " stream_id INTEGER NOT NULL REFERENCES streams(id),"
+    " first INTEGER NOT NULL,"
+    " last INTEGER NOT NULL,"
+    " count INTEGER NOT NULL,"
+    " reason TEXT NOT NULL,"
+    " ts INTEGER NOT NULL,"
+    " received_at INTEGER NOT NULL,"
+    " UNIQUE(stream_id, first, last, reason, ts));"
+    "CREATE TABLE meters("
+    " id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE,"
+    " gateway_id INTEGER NOT NULL REFERENCES gateways(id),"
+    " first_seen INTEGER NOT NULL,"
+    " last_ts INTEGER NOT NULL);"
+    "CREATE TABLE quantities("
+    " id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE readings("
+    " meter_id INTEGER NOT NULL REFERENCES meters(id),"
+    " ts INTEGER NOT NULL,"
+    " gateway_id INTEGER NOT NULL REFERENCES gateways(id),"
+    " stream_id INTEGER NOT NULL REFERENCES streams(id),"
+    " seq INTEGER NOT NULL,"
+    " ok INTEGER NOT NULL,"
+    " unsynced INTEGER NOT NULL,"
+    " error TEXT,"
+    " received INTEGER NOT NULL,"
+    " vals BLOB,"
+    " PRIMARY KEY(meter_id, ts)) WITHOUT ROWID;";
 
-/* Schema version 1 too: the registry and the rollups (the block "registry, rollups and
+/* Part of the schema too: the registry and the rollups (the block "registry, rollups and
  * usage" near the end of this file). */
 #define ROLLUP_TABLE(name)                                                                         \
     "CREATE TABLE " name "("                                                                       \
@@ -161,7 +164,7 @@ static const char schema_v1[] = "CREATE TABLE gateways("
     " delta REAL NOT NULL, topup REAL NOT NULL, resets INTEGER NOT NULL,"                          \
     " PRIMARY KEY(meter_id, qty, ts)) WITHOUT ROWID;"
 
-static const char schema_v1_usage[] =
+static const char schema_usage[] =
     "CREATE TABLE sites("
     " id INTEGER PRIMARY KEY,"
     " name TEXT NOT NULL UNIQUE,"
@@ -199,12 +202,14 @@ enum {
     W_BEGIN,
     W_COMMIT,
     W_ROLLBACK,
+    W_SAVEPOINT,
+    W_RELEASE,
+    W_ROLLBACK_TO,
     W_GATEWAY,
     W_GATEWAY_ID,
     W_STREAM,
     W_METER,
     W_READING,
-    W_SAMPLE,
     W_STATUS,
     W_SEQS,
     W_SEQ_INS,
@@ -228,6 +233,10 @@ static const char *const w_sql[W_COUNT] = {
     [W_BEGIN] = "BEGIN IMMEDIATE",
     [W_COMMIT] = "COMMIT",
     [W_ROLLBACK] = "ROLLBACK",
+    /* one batch inside a group (store_group_begin) */
+    [W_SAVEPOINT] = "SAVEPOINT batch",
+    [W_RELEASE] = "RELEASE batch",
+    [W_ROLLBACK_TO] = "ROLLBACK TO batch",
     [W_GATEWAY] = "INSERT INTO gateways(name, last_seen) VALUES(?1, ?2)"
                   " ON CONFLICT(name) DO UPDATE SET"
                   " last_seen = max(coalesce(last_seen, 0), excluded.last_seen)"
@@ -251,10 +260,9 @@ static const char *const w_sql[W_COUNT] = {
     /* DO NOTHING on the key only: unlike OR IGNORE it does not hide other constraint
      * failures. sqlite3_changes() tells a duplicate (0) from a new row (1). */
     [W_READING] = "INSERT INTO readings(meter_id, ts, gateway_id, stream_id, seq, ok,"
-                  " unsynced, error, received) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                  " unsynced, error, received, vals)"
+                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                   " ON CONFLICT(meter_id, ts) DO NOTHING",
-    [W_SAMPLE] = "INSERT INTO samples(meter_id, qty, ts, value) VALUES(?1, ?2, ?3, ?4)"
-                 " ON CONFLICT(meter_id, qty, ts) DO NOTHING",
     /* A retained status is delivered again on every reconnect: only a change of state
      * moves status_ts, so a re-delivery does not pretend the gateway just changed. */
     [W_STATUS] = "INSERT INTO gateways(name, status, status_ts) VALUES(?1, ?2, ?3)"
@@ -301,7 +309,6 @@ enum {
     R_METER_ID,
     R_METERS,
     R_READINGS,
-    R_SAMPLES,
     R_BEGIN,
     R_END,
     R_GATEWAYS,
@@ -325,13 +332,11 @@ static const char *const r_sql[R_COUNT] = {
     [R_METER_ID] = "SELECT id FROM meters WHERE name = ?1",
     [R_METERS] = "SELECT m.id, m.name, g.name, m.first_seen, m.last_ts"
                  " FROM meters m JOIN gateways g ON g.id = m.gateway_id ORDER BY m.name",
-    [R_READINGS] = "SELECT r.ts, r.seq, r.ok, r.unsynced, r.error, s.name, g.name"
+    [R_READINGS] = "SELECT r.ts, r.seq, r.ok, r.unsynced, r.error, s.name, g.name, r.vals"
                    " FROM readings r JOIN streams s ON s.id = r.stream_id"
                    " JOIN gateways g ON g.id = r.gateway_id"
                    " WHERE r.meter_id = ?1 AND r.ts >= ?2 AND r.ts < ?3"
                    " ORDER BY r.ts DESC LIMIT ?4",
-    [R_SAMPLES] = "SELECT qty, ts, value FROM samples WHERE meter_id = ?1"
-                  " AND qty IN (SELECT id FROM quantities) AND ts >= ?2 AND ts <= ?3",
     /* a read transaction: one consistent snapshot across the queries of one answer */
     [R_BEGIN] = "BEGIN",
     [R_END] = "COMMIT",
@@ -381,7 +386,13 @@ struct store {
     struct gaps old_gaps, new_gaps;
     struct seq_range *missing; /* room for cur's missing ranges */
     size_t missing_cap;
+    bool group_broken;   /* the group's transaction is gone (w.mu): its commit must fail */
+    struct fresh *fresh; /* readings whose rollups are due (w.mu) */
+    int nfresh, fresh_cap;
 };
+
+/* The store whose group (store_group_begin) this thread holds, with w.mu, or NULL. */
+static _Thread_local store_t *tl_group;
 
 static void dberr(sqlite3 *db, const char *what)
 {
@@ -398,6 +409,98 @@ static void done(sqlite3_stmt *s)
 static void copy_text(char *dst, size_t len, const unsigned char *src)
 {
     snprintf(dst, len, "%s", src ? (const char *)src : "");
+}
+
+/* ---- readings.vals: a reading's values in one blob (see the layout above) ---- */
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static void put_value(unsigned char *p, int qid, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof(bits));
+    p[0] = (unsigned char)qid;
+    put_le64(p + 1, bits);
+}
+
+static double get_value(const unsigned char *p)
+{
+    uint64_t bits = get_le64(p);
+    double v;
+    memcpy(&v, &bits, sizeof(v));
+    return v;
+}
+
+/* Encodes r's values into buf (room for QTY_MAX values), ascending by quantity id; returns
+ * the length (0: no values). qty_db maps quantities.h indexes to ids. */
+static size_t vals_encode(const int *qty_db, const struct reading *r, unsigned char *buf)
+{
+    int ids[QTY_MAX], idx[QTY_MAX], n = 0;
+
+    for (int q = 0; q < qty_count(); q++) {
+        int j;
+        if (!(r->present & (1u << q)))
+            continue;
+        /* insertion by id: a handful of values, already nearly in order */
+        for (j = n; j > 0 && ids[j - 1] > qty_db[q]; j--) {
+            ids[j] = ids[j - 1];
+            idx[j] = idx[j - 1];
+        }
+        ids[j] = qty_db[q];
+        idx[j] = q;
+        n++;
+    }
+    for (int i = 0; i < n; i++)
+        put_value(buf + (size_t)i * VAL_BYTES, ids[i], r->values[idx[i]]);
+    return (size_t)n * VAL_BYTES;
+}
+
+/* Decodes a vals blob into r's values and present mask; ids this build does not know
+ * (qty_idx -1) are skipped. */
+static void vals_decode(const int *qty_idx, const unsigned char *b, size_t len, struct reading *r)
+{
+    for (size_t o = 0; o + VAL_BYTES <= len; o += VAL_BYTES) {
+        int q = qty_idx[b[o]];
+        if (q < 0)
+            continue;
+        r->values[q] = get_value(b + o + 1);
+        r->present |= 1u << q;
+    }
+}
+
+/* SQL qv(vals, qid): the value of quantity id qid in a vals blob, NULL when absent. */
+static void sql_qv(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const unsigned char *b;
+    int len;
+    sqlite3_int64 qid;
+
+    (void)argc;
+    if (sqlite3_value_type(argv[0]) != SQLITE_BLOB)
+        return; /* NULL */
+    b = sqlite3_value_blob(argv[0]);
+    len = sqlite3_value_bytes(argv[0]);
+    qid = sqlite3_value_int64(argv[1]);
+    for (int o = 0; o + VAL_BYTES <= len; o += VAL_BYTES) {
+        if (b[o] == qid) {
+            sqlite3_result_double(ctx, get_value(b + o + 1));
+            return;
+        }
+        if (b[o] > qid)
+            return; /* ascending by id */
+    }
 }
 
 /* Runs a statement that returns no rows (or whose rows do not matter). */
@@ -443,6 +546,12 @@ static int open_conn(struct conn *c, const char *path, int nsql, char *err, size
     }
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+    if (sqlite3_create_function(c->db, "qv", 2,
+                                SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL, sql_qv,
+                                NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot register qv(): %s", sqlite3_errmsg(c->db));
+        return -EIO;
+    }
     c->stmt = calloc((size_t)nsql, sizeof(*c->stmt));
     if (!c->stmt) {
         snprintf(err, errlen, "out of memory");
@@ -510,7 +619,74 @@ fail:
     return rc;
 }
 
-/* Creates the schema if the file is new, checks its version, maps the quantities. */
+/* Schema version 1 to 2, inside init_schema's transaction: each reading's values move from
+ * its rows of samples into readings.vals, and samples is dropped. The pages it held stay in
+ * the file as free pages (reused by later writes; VACUUM, with meter-cloud stopped, gives
+ * them back). */
+static int migrate_v1(sqlite3 *db, char *err, size_t errlen)
+{
+    sqlite3_stmt *sel = NULL, *upd = NULL;
+    unsigned char buf[QTY_DB_MAX * VAL_BYTES];
+    int64_t meter = 0, ts = 0, readings = 0;
+    size_t len = 0;
+    int rc;
+
+    log_info("store: migrating schema version 1 to %d (one row per reading)", SCHEMA_VERSION);
+    if ((rc = exec(db, "ALTER TABLE readings ADD COLUMN vals BLOB", err, errlen)) < 0)
+        return rc;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT meter_id, ts, qty, value FROM samples"
+                           " ORDER BY meter_id, ts, qty",
+                           -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "UPDATE readings SET vals = ?3 WHERE meter_id = ?1 AND ts = ?2", -1,
+                           &upd, NULL) != SQLITE_OK)
+        goto dbfail;
+    for (;;) {
+        rc = sqlite3_step(sel);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            goto dbfail;
+        if (len > 0 && (rc == SQLITE_DONE || sqlite3_column_int64(sel, 0) != meter ||
+                        sqlite3_column_int64(sel, 1) != ts)) {
+            sqlite3_bind_int64(upd, 1, meter);
+            sqlite3_bind_int64(upd, 2, ts);
+            sqlite3_bind_blob(upd, 3, buf, (int)len, SQLITE_STATIC);
+            if (sqlite3_step(upd) != SQLITE_DONE)
+                goto dbfail;
+            sqlite3_reset(upd);
+            len = 0;
+            if (++readings % 1000000 == 0)
+                log_info("store: migrated %lld readings", (long long)readings);
+        }
+        if (rc == SQLITE_DONE)
+            break;
+        int64_t qid = sqlite3_column_int64(sel, 2);
+        if (qid <= 0 || qid >= QTY_DB_MAX) {
+            snprintf(err, errlen, "migrating: quantity id %lld out of range", (long long)qid);
+            rc = -EINVAL;
+            goto fail;
+        }
+        meter = sqlite3_column_int64(sel, 0);
+        ts = sqlite3_column_int64(sel, 1);
+        if (len + VAL_BYTES <= sizeof(buf)) {
+            put_value(buf + len, (int)qid, sqlite3_column_double(sel, 3));
+            len += VAL_BYTES;
+        }
+    }
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    log_info("store: migrated the values of %lld readings", (long long)readings);
+    return exec(db, "DROP TABLE samples", err, errlen);
+dbfail:
+    snprintf(err, errlen, "migrating schema version 1: %s", sqlite3_errmsg(db));
+    rc = -EIO;
+fail:
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    return rc;
+}
+
+/* Creates the schema if the file is new, checks its version (migrating version 1), maps the
+ * quantities. */
 static int init_schema(store_t *st, char *err, size_t errlen)
 {
     sqlite3 *db = st->w.db;
@@ -526,23 +702,35 @@ static int init_schema(store_t *st, char *err, size_t errlen)
         snprintf(err, errlen, "cannot use WAL mode (journal_mode is %s)", val);
         return -EIO;
     }
-    if ((rc = exec(db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; BEGIN IMMEDIATE", err,
-                   errlen)) < 0)
+    if ((rc = exec(db,
+                   "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                   " PRAGMA cache_size=-" STR(WRITER_CACHE_KIB) "; BEGIN IMMEDIATE",
+                   err, errlen)) < 0)
         return rc;
     if ((rc = pragma(db, "PRAGMA user_version", val, sizeof(val), err, errlen)) < 0)
         goto fail;
     ver = strtol(val, NULL, 10);
     if (ver == 0) {
         char sql[64];
-        if ((rc = exec(db, schema_v1, err, errlen)) < 0)
+        if ((rc = exec(db, schema_main, err, errlen)) < 0)
             goto fail;
-        if ((rc = exec(db, schema_v1_usage, err, errlen)) < 0)
+        if ((rc = exec(db, schema_usage, err, errlen)) < 0)
+            goto fail;
+        snprintf(sql, sizeof(sql), "PRAGMA user_version=%d", SCHEMA_VERSION);
+        if ((rc = exec(db, sql, err, errlen)) < 0)
+            goto fail;
+    } else if (ver == 1) {
+        char sql[64];
+        if ((rc = migrate_v1(db, err, errlen)) < 0)
             goto fail;
         snprintf(sql, sizeof(sql), "PRAGMA user_version=%d", SCHEMA_VERSION);
         if ((rc = exec(db, sql, err, errlen)) < 0)
             goto fail;
     } else if (ver != SCHEMA_VERSION) {
-        snprintf(err, errlen, "schema version %ld, this program knows %d", ver, SCHEMA_VERSION);
+        snprintf(err, errlen,
+                 "schema version %ld, this program knows %d (and migrates 1): use the "
+                 "meter-cloud that wrote this store, or restore a backup it can read",
+                 ver, SCHEMA_VERSION);
         rc = -EINVAL;
         goto fail;
     }
@@ -652,6 +840,7 @@ void store_close(store_t *st)
     free(st->old_gaps.g);
     free(st->new_gaps.g);
     free(st->missing);
+    free(st->fresh);
     free(st);
 }
 
@@ -663,7 +852,15 @@ struct by_meter {
 };
 
 /* registry, rollups and usage: the block at the end of this file */
-static int usage_after_batch(store_t *st, const struct by_meter *idx, int n, int64_t recv_ms);
+static void usage_bump(store_t *st);
+/* A new reading whose rollups are due: kept per batch, or for a whole group until its
+ * commit, so that a group recomputes each 5-minute bucket, hour and day once. */
+struct fresh {
+    int64_t meter_id, ts;
+    uint32_t present;
+};
+static int usage_after(store_t *st, struct fresh *f, int n);
+static int64_t usage_horizon(store_t *st, int64_t recv_ms);
 
 static int cmp_meter(const void *a, const void *b)
 {
@@ -680,6 +877,8 @@ static int put_reading(store_t *st, const struct by_meter *m, int64_t gw_id, int
     sqlite3 *db = st->w.db;
     sqlite3_stmt *s = st->w.stmt[W_READING];
     const struct reading *r = m->r;
+    unsigned char vals[QTY_MAX * VAL_BYTES];
+    size_t len;
     int rc;
 
     sqlite3_bind_int64(s, 1, m->meter_id);
@@ -694,22 +893,13 @@ static int put_reading(store_t *st, const struct by_meter *m, int64_t gw_id, int
     else
         sqlite3_bind_text(s, 8, r->error, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 9, recv_ms);
+    if ((len = vals_encode(st->qty_db, r, vals)) > 0)
+        sqlite3_bind_blob(s, 10, vals, (int)len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, 10);
     if ((rc = step_done(db, s, "insert reading")) < 0)
         return rc;
-    *dup = sqlite3_changes(db) == 0;
-    if (*dup)
-        return 0; /* the first copy's values stay */
-    s = st->w.stmt[W_SAMPLE];
-    for (int q = 0; q < qty_count(); q++) {
-        if (!(r->present & (1u << q)))
-            continue;
-        sqlite3_bind_int64(s, 1, m->meter_id);
-        sqlite3_bind_int(s, 2, st->qty_db[q]);
-        sqlite3_bind_int64(s, 3, r->ts_ms);
-        sqlite3_bind_double(s, 4, r->values[q]);
-        if ((rc = step_done(db, s, "insert sample")) < 0)
-            return rc;
-    }
+    *dup = sqlite3_changes(db) == 0; /* a copy: the first copy's values stay */
     return 0;
 }
 
@@ -902,13 +1092,13 @@ static int write_gaps(store_t *st, int64_t sid, int64_t now)
  * the stream rows, and the stream's set loaded into st->old and st->cur. Caller holds
  * w.mu; on failure the caller rolls back when *begun. */
 static int begin_stream(store_t *st, const char *gw, const char *stream, int64_t recv_ms,
-                        bool readings, int64_t *gw_id, int64_t *sid, bool *begun)
+                        bool readings, bool grouped, int64_t *gw_id, int64_t *sid, bool *begun)
 {
     sqlite3 *db = st->w.db;
     sqlite3_stmt **w = st->w.stmt;
     int rc;
 
-    if ((rc = step_done(db, w[W_BEGIN], "begin")) < 0)
+    if ((rc = step_done(db, w[grouped ? W_SAVEPOINT : W_BEGIN], "begin")) < 0)
         return rc;
     *begun = true;
     if (readings) {
@@ -934,7 +1124,7 @@ static int begin_stream(store_t *st, const char *gw, const char *stream, int64_t
 /* Finishes a seq-changing write: the set and gaps written back, the counters added, COMMIT.
  * *begun is cleared once committed. */
 static int commit_stream(store_t *st, int64_t sid, int64_t recv_ms, uint64_t received,
-                         uint64_t duplicates, uint64_t lost, bool *begun)
+                         uint64_t duplicates, uint64_t lost, bool grouped, bool *begun)
 {
     sqlite3 *db = st->w.db;
     int rc;
@@ -945,10 +1135,86 @@ static int commit_stream(store_t *st, int64_t sid, int64_t recv_ms, uint64_t rec
                        (int64_t[]){sid, (int64_t)received, (int64_t)duplicates, (int64_t)lost}, 4,
                        "count stream")) < 0)
         return rc;
-    if ((rc = step_done(db, st->w.stmt[W_COMMIT], "commit")) < 0)
+    if ((rc = step_done(db, st->w.stmt[grouped ? W_RELEASE : W_COMMIT], "commit")) < 0)
         return rc;
     *begun = false;
+    if (!grouped)
+        usage_bump(st); /* committed: caches may read it now */
     return 0;
+}
+
+/* Takes the writer for one seq-changing write: w.mu, or nothing when this thread holds a
+ * group of st (*grouped; -EIO when that group's transaction is already gone). */
+static int w_enter(store_t *st, bool *grouped)
+{
+    *grouped = tl_group == st;
+    if (*grouped)
+        return st->group_broken ? -EIO : 0;
+    pthread_mutex_lock(&st->w.mu);
+    return 0;
+}
+
+/* Undoes a failed seq-changing write (begun) and lets the writer go. */
+static void w_leave(store_t *st, bool grouped, bool begun)
+{
+    sqlite3 *db = st->w.db;
+
+    if (begun && !grouped)
+        step_done(db, st->w.stmt[W_ROLLBACK], "rollback");
+    if (begun && grouped) {
+        step_done(db, st->w.stmt[W_ROLLBACK_TO], "rollback");
+        step_done(db, st->w.stmt[W_RELEASE], "release");
+        /* an I/O error or a full disk may have rolled back the whole transaction */
+        if (sqlite3_get_autocommit(db))
+            st->group_broken = true;
+    }
+    if (!grouped)
+        pthread_mutex_unlock(&st->w.mu);
+}
+
+int store_group_begin(store_t *st)
+{
+    if (tl_group)
+        return -EBUSY;
+    pthread_mutex_lock(&st->w.mu);
+    if (step_done(st->w.db, st->w.stmt[W_BEGIN], "begin group") < 0) {
+        pthread_mutex_unlock(&st->w.mu);
+        return -EIO;
+    }
+    st->group_broken = false;
+    st->nfresh = 0;
+    tl_group = st;
+    return 0;
+}
+
+int store_group_commit(store_t *st)
+{
+    sqlite3 *db = st->w.db;
+    int rc = 0;
+
+    if (tl_group != st)
+        return -EINVAL;
+    if (st->group_broken)
+        rc = -EIO;
+    else if ((rc = usage_after(st, st->fresh, st->nfresh)) == 0 &&
+             (rc = step_done(db, st->w.stmt[W_COMMIT], "commit group")) == 0)
+        usage_bump(st);
+    st->nfresh = 0;
+    if (!sqlite3_get_autocommit(db))
+        step_done(db, st->w.stmt[W_ROLLBACK], "rollback group");
+    tl_group = NULL;
+    pthread_mutex_unlock(&st->w.mu);
+    return rc;
+}
+
+void store_group_rollback(store_t *st)
+{
+    if (tl_group != st)
+        return;
+    if (!sqlite3_get_autocommit(st->w.db))
+        step_done(st->w.db, st->w.stmt[W_ROLLBACK], "rollback group");
+    tl_group = NULL;
+    pthread_mutex_unlock(&st->w.mu);
 }
 
 int store_put_batch(store_t *st, const char *gw, const char *stream, const struct reading *r, int n,
@@ -958,8 +1224,8 @@ int store_put_batch(store_t *st, const char *gw, const char *stream, const struc
     sqlite3_stmt **w = st->w.stmt;
     struct by_meter *idx = NULL;
     int64_t gw_id, stream_id;
-    bool begun = false;
-    int rc = 0;
+    bool begun = false, grouped;
+    int rc = 0, nfresh0;
 
     memset(res, 0, sizeof(*res));
     if (n < 0 || (n > 0 && !r) || !wire_id_valid(gw) || !wire_stream_valid(stream))
@@ -974,8 +1240,12 @@ int store_put_batch(store_t *st, const char *gw, const char *stream, const struc
         qsort(idx, (size_t)n, sizeof(*idx), cmp_meter);
     }
 
-    pthread_mutex_lock(&st->w.mu);
-    if ((rc = begin_stream(st, gw, stream, recv_ms, true, &gw_id, &stream_id, &begun)) < 0)
+    if ((rc = w_enter(st, &grouped)) < 0) {
+        free(idx);
+        return rc;
+    }
+    nfresh0 = grouped ? st->nfresh : 0;
+    if ((rc = begin_stream(st, gw, stream, recv_ms, true, grouped, &gw_id, &stream_id, &begun)) < 0)
         goto end;
     for (int i = 0; i < n;) {
         int j = i;
@@ -1013,20 +1283,41 @@ int store_put_batch(store_t *st, const char *gw, const char *stream, const struc
         rc = -E2BIG;
         goto end;
     }
-    if ((rc = usage_after_batch(st, idx, n, recv_ms)) < 0)
+    if (!grouped)
+        st->nfresh = 0;
+    int64_t horizon = usage_horizon(st, recv_ms);
+    for (int i = 0, keep = st->nfresh; i < n; i++) {
+        if (!idx[i].fresh || !idx[i].r->present || idx[i].r->ts_ms < horizon)
+            continue;
+        if (st->nfresh == st->fresh_cap) {
+            int cap = st->fresh_cap ? st->fresh_cap * 2 : 1024;
+            struct fresh *p = realloc(st->fresh, (size_t)cap * sizeof(*p));
+            if (!p) {
+                st->nfresh = keep;
+                rc = -ENOMEM;
+                goto end;
+            }
+            st->fresh = p;
+            st->fresh_cap = cap;
+        }
+        st->fresh[st->nfresh++] =
+            (struct fresh){idx[i].meter_id, idx[i].r->ts_ms, idx[i].r->present};
+    }
+    /* in a group the rollups are brought up to date once, before its commit */
+    if (!grouped && (rc = usage_after(st, st->fresh, st->nfresh)) < 0)
         goto end;
     if ((rc = commit_stream(st, stream_id, recv_ms, (uint64_t)res->received,
-                            (uint64_t)res->duplicates, 0, &begun)) < 0)
+                            (uint64_t)res->duplicates, 0, grouped, &begun)) < 0)
         goto end;
     ack_from_set(stream, &st->cur, &res->ack);
 end:
     if (begun) {
-        step_done(db, w[W_ROLLBACK], "rollback");
         res->inserted = res->duplicates = res->received = 0;
         if (rc == -E2BIG)
             ack_from_set(stream, &st->old, &res->ack);
+        st->nfresh = nfresh0; /* none of this batch is stored */
     }
-    pthread_mutex_unlock(&st->w.mu);
+    w_leave(st, grouped, begun);
     free(idx);
     return rc;
 }
@@ -1037,7 +1328,7 @@ int store_put_loss(store_t *st, const char *gw, const char *stream, const struct
     sqlite3 *db = st->w.db;
     sqlite3_stmt **w = st->w.stmt;
     int64_t gw_id, sid;
-    bool begun = false;
+    bool begun = false, grouped;
     int rc;
 
     memset(res, 0, sizeof(*res));
@@ -1049,8 +1340,9 @@ int store_put_loss(store_t *st, const char *gw, const char *stream, const struct
             return -EINVAL;
     snprintf(res->ack.stream, sizeof(res->ack.stream), "%s", stream);
 
-    pthread_mutex_lock(&st->w.mu);
-    if ((rc = begin_stream(st, gw, stream, recv_ms, false, &gw_id, &sid, &begun)) < 0)
+    if ((rc = w_enter(st, &grouped)) < 0)
+        return rc;
+    if ((rc = begin_stream(st, gw, stream, recv_ms, false, grouped, &gw_id, &sid, &begun)) < 0)
         goto end;
     for (int i = 0; i < n; i++) {
         sqlite3_stmt *s = w[W_LOSS];
@@ -1074,18 +1366,17 @@ int store_put_loss(store_t *st, const char *gw, const char *stream, const struct
         rc = -E2BIG;
         goto end;
     }
-    if ((rc = commit_stream(st, sid, recv_ms, 0, 0, res->lost, &begun)) < 0)
+    if ((rc = commit_stream(st, sid, recv_ms, 0, 0, res->lost, grouped, &begun)) < 0)
         goto end;
     ack_from_set(stream, &st->cur, &res->ack);
 end:
     if (begun) {
-        step_done(db, w[W_ROLLBACK], "rollback");
         res->lost = 0;
         res->recorded = 0;
         if (rc == -E2BIG)
             ack_from_set(stream, &st->old, &res->ack);
     }
-    pthread_mutex_unlock(&st->w.mu);
+    w_leave(st, grouped, begun);
     return rc;
 }
 
@@ -1094,6 +1385,8 @@ int store_put_status(store_t *st, const char *gw, const char *state, int64_t ts_
     sqlite3_stmt *s = st->w.stmt[W_STATUS];
     int rc;
 
+    if (tl_group == st)
+        return -EDEADLK; /* only store_put_batch and store_put_loss join a group */
     pthread_mutex_lock(&st->w.mu);
     sqlite3_bind_text(s, 1, gw, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, state, -1, SQLITE_STATIC);
@@ -1112,6 +1405,8 @@ int store_put_health(store_t *st, const char *gw, const char *json, size_t len,
 
     if (!wire_id_valid(gw) || !json || len == 0 || len > INT32_MAX)
         return -EINVAL;
+    if (tl_group == st)
+        return -EDEADLK; /* only store_put_batch and store_put_loss join a group */
     pthread_mutex_lock(&st->w.mu);
     sqlite3_bind_text(s, 1, gw, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, json, (int)len, SQLITE_STATIC);
@@ -1142,6 +1437,8 @@ int store_stream_acks(store_t *st, const char *gw, struct store_ack *out, int ma
         max = STORE_STREAMS_MAX;
     if (max <= 0)
         return 0;
+    if (tl_group == st)
+        return -EDEADLK; /* only store_put_batch and store_put_loss join a group */
     pthread_mutex_lock(&st->w.mu);
     sqlite3_bind_text(s, 1, gw, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 2, max);
@@ -1215,6 +1512,8 @@ int store_check_gaps(store_t *st, int64_t now_ms, int64_t grace_ms, struct store
         max = GAPS_PER_CHECK;
     if (max <= 0 || grace_ms < 0)
         return -EINVAL;
+    if (tl_group == st)
+        return -EDEADLK; /* only store_put_batch and store_put_loss join a group */
     pthread_mutex_lock(&st->w.mu);
     /* the usual answer, nothing due, without taking the write lock */
     if ((rc = due_gaps(st, now_ms - grace_ms, out, sids, gw_ids, 1, &cnt)) < 0 || cnt == 0)
@@ -1249,13 +1548,6 @@ int store_ping(store_t *st)
     rc = step_done(st->r.db, st->r.stmt[R_PING], "ping");
     pthread_mutex_unlock(&st->r.mu);
     return rc;
-}
-
-static int cmp_ts_desc(const void *key, const void *elem)
-{
-    int64_t ts = *(const int64_t *)key;
-    const struct store_reading *e = elem;
-    return ts > e->r.ts_ms ? -1 : ts < e->r.ts_ms;
 }
 
 /* Reads up to limit readings of meter_id in [from, to), newest first, with their values,
@@ -1300,37 +1592,13 @@ static int load_readings(store_t *st, const char *meter, int64_t meter_id, int64
         copy_text(e->r.error, sizeof(e->r.error), sqlite3_column_text(s, 4));
         copy_text(e->stream, sizeof(e->stream), sqlite3_column_text(s, 5));
         copy_text(e->gateway, sizeof(e->gateway), sqlite3_column_text(s, 6));
+        if (sqlite3_column_type(s, 7) == SQLITE_BLOB)
+            vals_decode(st->qty_idx, sqlite3_column_blob(s, 7), (size_t)sqlite3_column_bytes(s, 7),
+                        &e->r);
     }
     done(s);
     if (rc != SQLITE_DONE) {
         dberr(db, "read readings");
-        free(v);
-        return -EIO;
-    }
-    if (cnt == 0)
-        return 0;
-
-    /* the page is a contiguous ts range: its samples are those in [oldest, newest] */
-    s = st->r.stmt[R_SAMPLES];
-    sqlite3_bind_int64(s, 1, meter_id);
-    sqlite3_bind_int64(s, 2, v[cnt - 1].r.ts_ms);
-    sqlite3_bind_int64(s, 3, v[0].r.ts_ms);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        int64_t qid = sqlite3_column_int64(s, 0), ts = sqlite3_column_int64(s, 1);
-        struct store_reading *e;
-        int q;
-
-        if (qid <= 0 || qid >= QTY_DB_MAX || (q = st->qty_idx[qid]) < 0)
-            continue;
-        e = bsearch(&ts, v, (size_t)cnt, sizeof(*v), cmp_ts_desc);
-        if (!e)
-            continue;
-        e->r.values[q] = sqlite3_column_double(s, 2);
-        e->r.present |= 1u << q;
-    }
-    done(s);
-    if (rc != SQLITE_DONE) {
-        dberr(db, "read samples");
         free(v);
         return -EIO;
     }
@@ -2277,7 +2545,7 @@ int store_gateway_exists(store_t *st, const char *gw)
 }
 
 /* ---- registry, rollups and usage ------------------------------------------------------
- * Tables (schema_v1_usage above): sites, registry, replacements, rollup_5m, rollup_1h,
+ * Tables (schema_usage above): sites, registry, replacements, rollup_5m, rollup_1h,
  * rollup_1d, counter_gaps. Everything here has its own prepared statements: writes on the
  * writer connection "w" (under w.mu, so that rollups change in the same transaction as the
  * readings they sum up), reads on a connection of its own, "u", so that a long usage query
@@ -2306,7 +2574,7 @@ enum {
     UW_REPLACED,
     UW_NEXT,
     UW_PREV,
-    UW_POINTS,
+    UW_RAW_ROWS,
     UW_DEL_5M,
     UW_INS_5M,
     UW_INS_1H,
@@ -2336,7 +2604,6 @@ enum {
     UW_QTY_IDS,
     UW_OLDEST_RAW,
     UW_RET_READINGS,
-    UW_RET_SAMPLES,
     UW_RET_5M,
     UW_RET_1H,
     UW_RET_1D,
@@ -2349,12 +2616,13 @@ static const char *const uw_sql[UW_COUNT] = {
                     " JOIN sites s ON s.id = g.site_id WHERE m.id = ?1",
     [UW_REPLACED] = "SELECT r.ts FROM replacements r JOIN meters m ON m.name = r.meter"
                     " WHERE m.id = ?1 ORDER BY r.ts",
-    [UW_NEXT] = "SELECT ts FROM samples WHERE meter_id = ?1 AND qty = ?2 AND ts > ?3"
-                " ORDER BY ts LIMIT 1",
-    [UW_PREV] = "SELECT ts, value FROM samples WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3"
-                " ORDER BY ts DESC LIMIT 1",
-    [UW_POINTS] = "SELECT ts, value FROM samples WHERE meter_id = ?1 AND qty = ?2"
-                  " AND ts >= ?3 AND ts < ?4 ORDER BY ts LIMIT ?5",
+    /* one quantity's raw points: readings of the meter that hold it (qv, the vals blob) */
+    [UW_NEXT] = "SELECT ts FROM readings WHERE meter_id = ?1 AND ts > ?3"
+                " AND qv(vals, ?2) IS NOT NULL ORDER BY ts LIMIT 1",
+    [UW_PREV] = "SELECT ts, qv(vals, ?2) v FROM readings WHERE meter_id = ?1 AND ts < ?3"
+                " AND v IS NOT NULL ORDER BY ts DESC LIMIT 1",
+    [UW_RAW_ROWS] = "SELECT ts, vals FROM readings WHERE meter_id = ?1 AND ts >= ?2 AND ts < ?3"
+                    " AND vals IS NOT NULL ORDER BY ts LIMIT ?4",
     [UW_DEL_5M] = "DELETE FROM rollup_5m WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4",
     [UW_INS_5M] = "INSERT OR REPLACE INTO rollup_5m(meter_id, qty, " ROLLUP_COLUMNS ")"
                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -2397,7 +2665,6 @@ static const char *const uw_sql[UW_COUNT] = {
     [UW_QTY_IDS] = "SELECT id FROM quantities ORDER BY id",
     [UW_OLDEST_RAW] = "SELECT min(ts) FROM readings WHERE meter_id = ?1",
     [UW_RET_READINGS] = "DELETE FROM readings WHERE meter_id = ?1 AND ts < ?2",
-    [UW_RET_SAMPLES] = "DELETE FROM samples WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3",
     [UW_RET_5M] = "DELETE FROM rollup_5m WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3",
     [UW_RET_1H] = "DELETE FROM rollup_1h WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3",
     [UW_RET_1D] = "DELETE FROM rollup_1d WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3",
@@ -2426,7 +2693,6 @@ enum {
     UR_REG,
     UR_REPL,
     UR_READINGS_ASC,
-    UR_SAMPLES,
     UR_BEGIN,
     UR_END,
     UR_COUNT
@@ -2469,30 +2735,31 @@ static const char *const ur_sql[UR_COUNT] = {
     [UR_SERIES_1D] = "SELECT ?3 + (ts - ?3) / ?5 * ?5, min(min), sum(sum), sum(n), max(max)"
                      " FROM rollup_1d WHERE meter_id = ?1 AND qty = ?2 AND ts >= ?3 AND ts < ?4"
                      " GROUP BY (ts - ?3) / ?5 ORDER BY 1 LIMIT ?6",
-    [UR_POINTS] = "SELECT ts, value FROM samples WHERE meter_id = ?1 AND qty = ?2"
-                  " AND ts >= ?3 AND ts < ?4 ORDER BY ts LIMIT ?5",
-    [UR_PREV] = "SELECT ts, value FROM samples WHERE meter_id = ?1 AND qty = ?2 AND ts < ?3"
-                " ORDER BY ts DESC LIMIT 1",
+    [UR_POINTS] = "SELECT ts, qv(vals, ?2) v FROM readings WHERE meter_id = ?1"
+                  " AND ts >= ?3 AND ts < ?4 AND v IS NOT NULL ORDER BY ts LIMIT ?5",
+    [UR_PREV] = "SELECT ts, qv(vals, ?2) v FROM readings WHERE meter_id = ?1 AND ts < ?3"
+                " AND v IS NOT NULL ORDER BY ts DESC LIMIT 1",
     /* the oldest hourly row by its key (not min(first_ts): that would read every row) */
     [UR_SPAN] = "SELECT (SELECT first_ts FROM rollup_1h WHERE meter_id = ?1 AND qty = ?2"
-                " ORDER BY ts LIMIT 1), (SELECT max(ts) FROM samples WHERE meter_id = ?1"
-                " AND qty = ?2)",
+                " ORDER BY ts LIMIT 1), (SELECT ts FROM readings WHERE meter_id = ?1"
+                " AND qv(vals, ?2) IS NOT NULL ORDER BY ts DESC LIMIT 1)",
     [UR_SITES] = SITE_COLUMNS " ORDER BY s.name",
     [UR_SITE] = SITE_COLUMNS " WHERE s.name = ?1",
     [UR_REGS] = REG_COLUMNS " ORDER BY g.meter",
     [UR_REG] = REG_COLUMNS " WHERE g.meter = ?1",
     [UR_REPL] = "SELECT ts FROM (SELECT ts FROM replacements WHERE meter = ?1"
                 " ORDER BY ts DESC LIMIT ?2) ORDER BY ts",
-    [UR_READINGS_ASC] = "SELECT ts, seq, ok, unsynced, error FROM readings"
+    [UR_READINGS_ASC] = "SELECT ts, seq, ok, unsynced, error, vals FROM readings"
                         " WHERE meter_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts LIMIT ?4",
-    [UR_SAMPLES] = "SELECT qty, ts, value FROM samples WHERE meter_id = ?1"
-                   " AND qty IN (SELECT id FROM quantities) AND ts >= ?2 AND ts <= ?3",
     [UR_BEGIN] = "BEGIN",
     [UR_END] = "COMMIT",
 };
 
+#define USAGE_READERS 4 /* read connections for the usage API: parallel queries */
+
 struct store_usage {
-    struct conn u;
+    struct conn u[USAGE_READERS];
+    atomic_uint next_u;
     sqlite3_stmt *w[UW_COUNT]; /* on w.db, used under w.mu */
     /* rules (store_usage_config): atomics, so that readers never take w.mu for them */
     _Atomic int64_t gap_ms;
@@ -2508,7 +2775,35 @@ struct store_usage {
     int ts_cap;
     int64_t replaced[STORE_REPLACED_MAX * 4];
     int nreplaced;
+    struct raw_rows {
+        bool valid;
+        int64_t meter_id, lo, hi;
+        int n, cap;
+        int64_t *ts;
+        uint32_t *present;
+        double *v; /* n x QTY_MAX */
+    } raw;
 };
+
+/* The usage read connection this thread holds (u_lock), for the helpers it calls. */
+static _Thread_local struct conn *tl_u;
+
+/* Takes a free usage read connection (a busy one, when all are, in turn) and locks it;
+ * unlock its mu when done. Requests of the usage API run on as many threads as there are
+ * HTTP connections: with one read connection they queued behind each other's queries. */
+static struct conn *u_lock(store_t *st)
+{
+    struct store_usage *x = st->usage;
+    unsigned k = atomic_fetch_add(&x->next_u, 1) % USAGE_READERS;
+
+    for (unsigned i = 0; i < USAGE_READERS; i++) {
+        struct conn *c = &x->u[(k + i) % USAGE_READERS];
+        if (pthread_mutex_trylock(&c->mu) == 0)
+            return tl_u = c;
+    }
+    pthread_mutex_lock(&x->u[k].mu);
+    return tl_u = &x->u[k];
+}
 
 static int usage_open(store_t *st, const char *path, char *err, size_t errlen)
 {
@@ -2531,11 +2826,13 @@ static int usage_open(store_t *st, const char *path, char *err, size_t errlen)
                      sqlite3_errmsg(st->w.db));
             return -EIO;
         }
-    if ((rc = open_conn(&x->u, path, UR_COUNT, err, errlen)) < 0)
-        return rc;
-    if ((rc = exec(x->u.db, "PRAGMA query_only=ON", err, errlen)) < 0)
-        return rc;
-    return prepare_all(&x->u, ur_sql, err, errlen);
+    for (int i = 0; i < USAGE_READERS; i++) {
+        if ((rc = open_conn(&x->u[i], path, UR_COUNT, err, errlen)) < 0 ||
+            (rc = exec(x->u[i].db, "PRAGMA query_only=ON", err, errlen)) < 0 ||
+            (rc = prepare_all(&x->u[i], ur_sql, err, errlen)) < 0)
+            return rc;
+    }
+    return 0;
 }
 
 static void usage_close(store_t *st)
@@ -2546,11 +2843,15 @@ static void usage_close(store_t *st)
         return;
     for (int i = 0; i < UW_COUNT; i++)
         sqlite3_finalize(x->w[i]);
-    close_conn(&x->u);
+    for (int i = 0; i < USAGE_READERS; i++)
+        close_conn(&x->u[i]);
     free(x->pts);
     free(x->rows);
     free(x->gaps);
     free(x->ts);
+    free(x->raw.ts);
+    free(x->raw.present);
+    free(x->raw.v);
     free(x);
     st->usage = NULL;
 }
@@ -2560,6 +2861,11 @@ void store_usage_config(store_t *st, int64_t gap_ms, double max_power_kw, int m5
     atomic_store(&st->usage->gap_ms, gap_ms);
     atomic_store(&st->usage->max_power_kw, max_power_kw);
     atomic_store(&st->usage->keep_ms, m5_days > 0 ? (int64_t)m5_days * 86400000 : INT64_MAX / 2);
+}
+
+static void usage_bump(store_t *st)
+{
+    atomic_fetch_add(&st->usage->gen, 1);
 }
 
 uint64_t store_generation(store_t *st)
@@ -2695,6 +3001,64 @@ static int refold(store_t *st, int64_t meter_id, int qid, const tz_t *tz, int64_
     return 0;
 }
 
+/* Loads the readings of meter_id in [lo, hi) (at most USAGE_BATCH_PTS) with their values
+ * into x->raw, unless it holds them already: every quantity of a reading is recomputed
+ * over the same range, so the rows are read and decoded once, not once per quantity. Valid
+ * within one usage_after() (x->raw.valid is cleared at its start). */
+static int raw_load(store_t *st, int64_t meter_id, int64_t lo, int64_t hi)
+{
+    struct store_usage *x = st->usage;
+    struct raw_rows *c = &x->raw;
+    sqlite3_stmt *s = x->w[UW_RAW_ROWS];
+    int rc;
+
+    if (c->valid && c->meter_id == meter_id && c->lo == lo && c->hi == hi)
+        return 0;
+    c->valid = false;
+    c->n = 0;
+    sqlite3_bind_int64(s, 1, meter_id);
+    sqlite3_bind_int64(s, 2, lo);
+    sqlite3_bind_int64(s, 3, hi);
+    sqlite3_bind_int(s, 4, USAGE_BATCH_PTS);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct reading r;
+        if (c->n == c->cap) {
+            int cap = c->cap ? c->cap * 2 : 1024;
+            int64_t *ts = realloc(c->ts, (size_t)cap * sizeof(*ts));
+            uint32_t *pr = ts ? realloc(c->present, (size_t)cap * sizeof(*pr)) : NULL;
+            double *v = pr ? realloc(c->v, (size_t)cap * QTY_MAX * sizeof(*v)) : NULL;
+            if (ts)
+                c->ts = ts;
+            if (pr)
+                c->present = pr;
+            if (!v) {
+                done(s);
+                return -ENOMEM;
+            }
+            c->v = v;
+            c->cap = cap;
+        }
+        r.present = 0;
+        vals_decode(st->qty_idx, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1), &r);
+        c->ts[c->n] = sqlite3_column_int64(s, 0);
+        c->present[c->n] = r.present;
+        for (int q = 0; q < qty_count(); q++)
+            if (r.present & (1u << q))
+                c->v[(size_t)c->n * QTY_MAX + (size_t)q] = r.values[q];
+        c->n++;
+    }
+    done(s);
+    if (rc != SQLITE_DONE) {
+        dberr(st->w.db, "read readings");
+        return -EIO;
+    }
+    c->valid = true;
+    c->meter_id = meter_id;
+    c->lo = lo;
+    c->hi = hi;
+    return 0;
+}
+
 /* Recomputes the 5-minute rows and gaps of [lo, hi) (5-minute aligned) of one quantity from
  * the raw readings, then its hours and days. Caller holds w.mu inside a transaction. */
 static int recompute(store_t *st, int64_t meter_id, int q, const tz_t *tz, int64_t lo, int64_t hi)
@@ -2725,28 +3089,18 @@ static int recompute(store_t *st, int64_t meter_id, int q, const tz_t *tz, int64
         dberr(db, "read previous sample");
         return -EIO;
     }
-    s = x->w[UW_POINTS];
-    sqlite3_bind_int64(s, 1, meter_id);
-    sqlite3_bind_int(s, 2, qid);
-    sqlite3_bind_int64(s, 3, lo);
-    sqlite3_bind_int64(s, 4, hi);
-    sqlite3_bind_int(s, 5, USAGE_BATCH_PTS);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (n == x->cap && usage_reserve(x, n + 1) < 0) {
-            done(s);
-            return -ENOMEM;
+    if ((rc = raw_load(st, meter_id, lo, hi)) < 0)
+        return rc;
+    if (usage_reserve(x, x->raw.n) < 0)
+        return -ENOMEM;
+    for (int i = 0; i < x->raw.n; i++)
+        if (x->raw.present[i] & (1u << q)) {
+            x->pts[n].ts = x->raw.ts[i];
+            x->pts[n].v = x->raw.v[(size_t)i * QTY_MAX + (size_t)q];
+            n++;
         }
-        x->pts[n].ts = sqlite3_column_int64(s, 0);
-        x->pts[n].v = sqlite3_column_double(s, 1);
-        n++;
-    }
-    done(s);
-    if (rc != SQLITE_DONE) {
-        dberr(db, "read samples");
-        return -EIO;
-    }
-    if (n == USAGE_BATCH_PTS) /* more than that many readings in the range: stop before the last */
-        hi = floor5(x->pts[n - 1].ts);
+    if (x->raw.n == USAGE_BATCH_PTS) /* more readings in the range: stop before the last */
+        hi = floor5(x->raw.ts[x->raw.n - 1]);
     rollup_build(&pr, has_prev ? &prev : NULL, x->pts, n, ROLLUP_5M_MS, x->rows, &nr, x->gaps, &ng);
     if ((rc = run_ints(db, x->w[UW_DEL_5M], (int64_t[]){meter_id, qid, lo, hi}, 4,
                        "drop 5-minute rollups")) < 0 ||
@@ -2808,12 +3162,6 @@ static int meter_rules(store_t *st, int64_t meter_id, const tz_t **tz)
     return 0;
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Recomputes the rollups that the new readings ts[0..n) (sorted) of quantity q touch. */
 static int update_qty(store_t *st, int64_t meter_id, int q, const tz_t *tz, const int64_t *ts,
                       int n)
@@ -2857,27 +3205,36 @@ static int update_qty(store_t *st, int64_t meter_id, int q, const tz_t *tz, cons
     return 0;
 }
 
-/* The rollup part of store_put_batch: idx[0..n) sorted by meter, fresh marking the new
- * readings. Caller holds w.mu inside the batch's transaction. */
-static int usage_after_batch(store_t *st, const struct by_meter *idx, int n, int64_t recv_ms)
+static int64_t usage_horizon(store_t *st, int64_t recv_ms)
+{
+    return recv_ms - atomic_load(&st->usage->keep_ms);
+}
+
+static int cmp_fresh(const void *a, const void *b)
+{
+    const struct fresh *x = a, *y = b;
+    if (x->meter_id != y->meter_id)
+        return x->meter_id < y->meter_id ? -1 : 1;
+    return x->ts < y->ts ? -1 : x->ts > y->ts;
+}
+
+/* The rollup part of store_put_batch (or of a group's commit): brings the rollups up to
+ * date with the new readings f[0..n) (sorted here). Caller holds w.mu inside the
+ * transaction that stored them. */
+static int usage_after(store_t *st, struct fresh *f, int n)
 {
     struct store_usage *x = st->usage;
-    int64_t horizon = recv_ms - atomic_load(&x->keep_ms);
     int rc;
 
+    qsort(f, (size_t)n, sizeof(*f), cmp_fresh);
+    x->raw.valid = false; /* the readings changed since the last call */
     for (int i = 0; i < n;) {
-        int j = i, cnt = 0;
+        int j = i, cnt;
         const tz_t *tz = NULL;
 
-        while (j < n && idx[j].meter_id == idx[i].meter_id)
+        while (j < n && f[j].meter_id == f[i].meter_id)
             j++;
-        for (int k = i; k < j; k++)
-            if (idx[k].fresh && idx[k].r->present && idx[k].r->ts_ms >= horizon)
-                cnt++;
-        if (cnt == 0) {
-            i = j;
-            continue;
-        }
+        cnt = j - i;
         if (cnt > x->ts_cap) {
             int64_t *p = realloc(x->ts, (size_t)cnt * sizeof(*p));
             if (!p)
@@ -2885,21 +3242,21 @@ static int usage_after_batch(store_t *st, const struct by_meter *idx, int n, int
             x->ts = p;
             x->ts_cap = cnt;
         }
-        if ((rc = meter_rules(st, idx[i].meter_id, &tz)) < 0)
+        if ((rc = meter_rules(st, f[i].meter_id, &tz)) < 0)
             return rc;
         for (int q = 0; q < qty_count(); q++) {
             int m = 0;
-            for (int k = i; k < j; k++)
-                if (idx[k].fresh && (idx[k].r->present & (1u << q)) && idx[k].r->ts_ms >= horizon)
-                    x->ts[m++] = idx[k].r->ts_ms;
+            for (int k = i; k < j; k++) /* ascending by ts */
+                if (f[k].present & (1u << q))
+                    x->ts[m++] = f[k].ts;
             if (m == 0)
                 continue;
-            qsort(x->ts, (size_t)m, sizeof(*x->ts), cmp_i64);
-            if ((rc = update_qty(st, idx[i].meter_id, q, tz, x->ts, m)) < 0)
+            if ((rc = update_qty(st, f[i].meter_id, q, tz, x->ts, m)) < 0)
                 return rc;
         }
         i = j;
     }
+    x->raw.valid = false;
     atomic_fetch_add(&x->gen, 1);
     return 0;
 }
@@ -2972,6 +3329,8 @@ static int rebuild_days(store_t *st, int64_t meter_id, const tz_t *tz)
 /* Runs sql-less steps of a registry write: BEGIN under w.mu. */
 static int u_begin(store_t *st)
 {
+    if (tl_group == st)
+        return -EDEADLK; /* only store_put_batch and store_put_loss join a group */
     pthread_mutex_lock(&st->w.mu);
     if (step_done(st->w.db, st->w.stmt[W_BEGIN], "begin") < 0) {
         pthread_mutex_unlock(&st->w.mu);
@@ -3251,6 +3610,7 @@ int store_reg_replaced(store_t *st, const char *id, int64_t ts)
     }
     if (rc < 0 || (rc = meter_rules(st, mid, &tz)) < 0)
         goto end;
+    x->raw.valid = false;
     /* the step across ts is the first reading at or after ts: recompute its bucket */
     for (int q = 0; q < qty_count() && rc == 0; q++) {
         sqlite3_stmt *s = x->w[UW_NEXT];
@@ -3271,6 +3631,7 @@ int store_reg_replaced(store_t *st, const char *id, int64_t ts)
             rc = -EIO;
     }
 end:
+    x->raw.valid = false;
     return u_end(st, rc);
 }
 
@@ -3327,7 +3688,7 @@ static int list_rows(store_t *st, sqlite3_stmt *s, size_t sz, void (*fill)(sqlit
     }
     done(s);
     if (rc != SQLITE_DONE) {
-        dberr(st->usage->u.db, "list");
+        dberr(tl_u->db, "list");
         free(v);
         return -EIO;
     }
@@ -3348,11 +3709,11 @@ static void fill_reg(sqlite3_stmt *s, void *o)
 
 int store_site_list(store_t *st, struct store_site **out, int *n)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     void *v;
     int rc;
 
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     rc = list_rows(st, u->stmt[UR_SITES], sizeof(**out), fill_site, &v, n);
     pthread_mutex_unlock(&u->mu);
     *out = rc == 0 ? v : NULL;
@@ -3361,11 +3722,12 @@ int store_site_list(store_t *st, struct store_site **out, int *n)
 
 int store_site_get(store_t *st, const char *id, struct store_site *out)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[UR_SITE];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int rc;
 
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[UR_SITE];
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
@@ -3383,7 +3745,7 @@ int store_site_get(store_t *st, const char *id, struct store_site *out)
 /* Fills r->replaced from the replacements table. Caller holds u.mu. */
 static int load_replaced(store_t *st, struct store_reg *r)
 {
-    sqlite3_stmt *s = st->usage->u.stmt[UR_REPL];
+    sqlite3_stmt *s = tl_u->stmt[UR_REPL];
     int rc;
 
     r->nreplaced = 0;
@@ -3393,7 +3755,7 @@ static int load_replaced(store_t *st, struct store_reg *r)
         r->replaced[r->nreplaced++] = sqlite3_column_int64(s, 0);
     done(s);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        dberr(st->usage->u.db, "read replacements");
+        dberr(tl_u->db, "read replacements");
         return -EIO;
     }
     return 0;
@@ -3401,11 +3763,11 @@ static int load_replaced(store_t *st, struct store_reg *r)
 
 int store_reg_list(store_t *st, struct store_reg **out, int *n)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     void *v = NULL;
     int rc;
 
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     rc = list_rows(st, u->stmt[UR_REGS], sizeof(**out), fill_reg, &v, n);
     for (int i = 0; rc == 0 && i < *n; i++)
         rc = load_replaced(st, &((struct store_reg *)v)[i]);
@@ -3421,11 +3783,12 @@ int store_reg_list(store_t *st, struct store_reg **out, int *n)
 
 int store_reg_get(store_t *st, const char *id, struct store_reg *out)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[UR_REG];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int rc;
 
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[UR_REG];
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
@@ -3445,13 +3808,13 @@ int store_reg_get(store_t *st, const char *id, struct store_reg *out)
 
 int store_meter_ctx(store_t *st, const char *meter, struct store_meter_ctx *out)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     sqlite3_stmt *s;
     int rc, rc2;
 
     memset(out, 0, sizeof(*out));
     snprintf(out->tz, sizeof(out->tz), "UTC");
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     s = u->stmt[UR_METER_ID];
     sqlite3_bind_text(s, 1, meter, -1, SQLITE_STATIC);
     rc = sqlite3_step(s);
@@ -3487,16 +3850,15 @@ static int qid_of(store_t *st, int qty)
 int store_rollups(store_t *st, int64_t meter_id, int qty, enum store_tier t, int64_t from,
                   int64_t to, int max, struct rollup_row *out, int *n)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[t == STORE_TIER_5M   ? UR_ROWS_5M
-                              : t == STORE_TIER_1H ? UR_ROWS_1H
-                                                   : UR_ROWS_1D];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int cnt = 0, rc;
 
     *n = 0;
     if (qid_of(st, qty) < 0 || max <= 0)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[t == STORE_TIER_5M ? UR_ROWS_5M : t == STORE_TIER_1H ? UR_ROWS_1H : UR_ROWS_1D];
     sqlite3_bind_int64(s, 1, meter_id);
     sqlite3_bind_int(s, 2, qid_of(st, qty));
     sqlite3_bind_int64(s, 3, from);
@@ -3517,16 +3879,17 @@ int store_rollups(store_t *st, int64_t meter_id, int qty, enum store_tier t, int
 int store_series(store_t *st, int64_t meter_id, int qty, enum store_tier t, int64_t from,
                  int64_t to, int64_t width, int max, struct store_point4 *out, int *n)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[t == STORE_TIER_5M   ? UR_SERIES_5M
-                              : t == STORE_TIER_1H ? UR_SERIES_1H
-                                                   : UR_SERIES_1D];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int cnt = 0, rc;
 
     *n = 0;
     if (qid_of(st, qty) < 0 || max <= 0 || width <= 0 || from >= to)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[t == STORE_TIER_5M   ? UR_SERIES_5M
+                : t == STORE_TIER_1H ? UR_SERIES_1H
+                                     : UR_SERIES_1D];
     sqlite3_bind_int64(s, 1, meter_id);
     sqlite3_bind_int(s, 2, qid_of(st, qty));
     sqlite3_bind_int64(s, 3, from);
@@ -3556,14 +3919,15 @@ int store_series(store_t *st, int64_t meter_id, int qty, enum store_tier t, int6
 int store_gaps(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t to, int max,
                struct usage_gap *out, int *n)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[UR_GAPS];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int cnt = 0, rc;
 
     *n = 0;
     if (qid_of(st, qty) < 0 || max <= 0)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[UR_GAPS];
     sqlite3_bind_int64(s, 1, meter_id);
     sqlite3_bind_int(s, 2, qid_of(st, qty));
     sqlite3_bind_int64(s, 3, from);
@@ -3589,7 +3953,7 @@ int store_gaps(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t to,
 static int u_points(store_t *st, int qid, int64_t meter_id, int64_t from, int64_t to, int max,
                     struct rollup_point *out, int *n, struct rollup_point *prev, bool *has_prev)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = tl_u;
     sqlite3_stmt *s = u->stmt[UR_PREV];
     int cnt = 0, rc;
 
@@ -3630,14 +3994,14 @@ dbfail:
 int store_points(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t to, int max,
                  struct rollup_point *out, int *n, struct rollup_point *prev, bool *has_prev)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     int rc;
 
     *n = 0;
     *has_prev = false;
     if (qid_of(st, qty) < 0 || max <= 0)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     rc = u_points(st, qid_of(st, qty), meter_id, from, to, max, out, n, prev, has_prev);
     pthread_mutex_unlock(&u->mu);
     return rc;
@@ -3645,13 +4009,14 @@ int store_points(store_t *st, int64_t meter_id, int qty, int64_t from, int64_t t
 
 int store_span(store_t *st, int64_t meter_id, int qty, int64_t *first, int64_t *last)
 {
-    struct conn *u = &st->usage->u;
-    sqlite3_stmt *s = u->stmt[UR_SPAN];
+    struct conn *u = NULL;
+    sqlite3_stmt *s;
     int rc;
 
     if (qid_of(st, qty) < 0)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
+    s = u->stmt[UR_SPAN];
     sqlite3_bind_int64(s, 1, meter_id);
     sqlite3_bind_int(s, 2, qid_of(st, qty));
     rc = sqlite3_step(s);
@@ -3692,7 +4057,7 @@ static int u_sum(store_t *st, sqlite3_stmt *s, int64_t meter_id, int qid, int64_
     }
     done(s);
     if (rc != SQLITE_ROW) {
-        dberr(st->usage->u.db, "sum rollups");
+        dberr(tl_u->db, "sum rollups");
         return -EIO;
     }
     return 0;
@@ -3703,7 +4068,7 @@ static int u_sum(store_t *st, sqlite3_stmt *s, int64_t meter_id, int qid, int64_
 static int u_gap_totals(store_t *st, int64_t meter_id, int qid, int64_t a, int64_t b,
                         struct store_sum *o)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = tl_u;
     sqlite3_stmt *s = u->stmt[UR_GAP_SUM];
     int rc;
 
@@ -3732,7 +4097,7 @@ static int usage_sum(store_t *st, int qid, int kind, int64_t meter_id,
                      struct store_sum *out)
 {
     struct store_usage *x = st->usage;
-    struct conn *u = &x->u;
+    struct conn *u = tl_u;
     int64_t f = floor5(r->b), gap_ms = atomic_load(&x->gap_ms);
     double max_kw = atomic_load(&x->max_power_kw);
     struct rollup_point prev;
@@ -3770,7 +4135,7 @@ static int usage_sum(store_t *st, int qid, int kind, int64_t meter_id,
 int store_usage_sums(store_t *st, int64_t meter_id, int qty, const struct store_sum_range *r, int n,
                      struct store_sum *out)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     struct rollup_point *pts;
     int qid = qid_of(st, qty), rc = 0;
 
@@ -3778,7 +4143,7 @@ int store_usage_sums(store_t *st, int64_t meter_id, int qty, const struct store_
         return -EINVAL;
     if (!(pts = malloc(TAIL_MAX * sizeof(*pts))))
         return -ENOMEM;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     /* one read transaction: one snapshot, and one WAL read lock instead of one per query */
     if ((rc = step_done(u->db, u->stmt[UR_BEGIN], "begin read")) == 0) {
         for (int i = 0; i < n && rc == 0; i++)
@@ -3797,17 +4162,10 @@ int store_usage_sum(store_t *st, int64_t meter_id, int qty, int64_t a, int64_t d
     return store_usage_sums(st, meter_id, qty, &r, 1, out);
 }
 
-static int cmp_ts_asc(const void *key, const void *elem)
-{
-    int64_t ts = *(const int64_t *)key;
-    const struct store_reading *e = elem;
-    return ts < e->r.ts_ms ? -1 : ts > e->r.ts_ms;
-}
-
 int store_readings_asc(store_t *st, const char *meter, int64_t from, int64_t to, int limit,
                        struct store_reading **out, int *n)
 {
-    struct conn *u = &st->usage->u;
+    struct conn *u = NULL;
     struct store_reading *v = NULL;
     sqlite3_stmt *s;
     int64_t mid = 0;
@@ -3817,7 +4175,7 @@ int store_readings_asc(store_t *st, const char *meter, int64_t from, int64_t to,
     *n = 0;
     if (limit <= 0 || from >= to)
         return -EINVAL;
-    pthread_mutex_lock(&u->mu);
+    u = u_lock(st);
     s = u->stmt[UR_METER_ID];
     sqlite3_bind_text(s, 1, meter, -1, SQLITE_STATIC);
     rc = sqlite3_step(s);
@@ -3845,32 +4203,12 @@ int store_readings_asc(store_t *st, const char *meter, int64_t from, int64_t to,
         e->r.ok = sqlite3_column_int(s, 2) != 0;
         e->r.unsynced = sqlite3_column_int(s, 3) != 0;
         copy_text(e->r.error, sizeof(e->r.error), sqlite3_column_text(s, 4));
+        if (sqlite3_column_type(s, 5) == SQLITE_BLOB)
+            vals_decode(st->qty_idx, sqlite3_column_blob(s, 5), (size_t)sqlite3_column_bytes(s, 5),
+                        &e->r);
     }
     done(s);
-    if (cnt < limit && rc != SQLITE_DONE) {
-        rc = -EIO;
-        goto end;
-    }
-    rc = 0;
-    if (cnt == 0)
-        goto end;
-    s = u->stmt[UR_SAMPLES];
-    sqlite3_bind_int64(s, 1, mid);
-    sqlite3_bind_int64(s, 2, v[0].r.ts_ms);
-    sqlite3_bind_int64(s, 3, v[cnt - 1].r.ts_ms);
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        int64_t qid = sqlite3_column_int64(s, 0), ts = sqlite3_column_int64(s, 1);
-        struct store_reading *e;
-        int q;
-        if (qid <= 0 || qid >= QTY_DB_MAX || (q = st->qty_idx[qid]) < 0)
-            continue;
-        if (!(e = bsearch(&ts, v, (size_t)cnt, sizeof(*v), cmp_ts_asc)))
-            continue;
-        e->r.values[q] = sqlite3_column_double(s, 2);
-        e->r.present |= 1u << q;
-    }
-    done(s);
-    rc = rc == SQLITE_DONE ? 0 : -EIO;
+    rc = cnt == limit || rc == SQLITE_DONE ? 0 : -EIO;
 end:
     if (rc == -EIO)
         dberr(u->db, "read readings");
@@ -3908,6 +4246,8 @@ int store_retention(store_t *st, int64_t now_ms, int raw_days, int m5_days, int 
     sqlite3_stmt *s;
 
     memset(res, 0, sizeof(*res));
+    if (tl_group == st)
+        return -EDEADLK; /* only store_put_batch and store_put_loss join a group */
     pthread_mutex_lock(&st->w.mu);
     s = x->w[UW_QTY_IDS];
     while ((rc = sqlite3_step(s)) == SQLITE_ROW && nq < QTY_DB_MAX)
@@ -3945,14 +4285,12 @@ int store_retention(store_t *st, int64_t now_ms, int raw_days, int m5_days, int 
         done(x->w[UW_OLDEST_RAW]);
         pthread_mutex_unlock(&st->w.mu);
         for (int64_t upto = oldest + day; rc == 0 && oldest < cut; upto += day) {
-            int64_t to = upto < cut ? upto : cut, ignored = 0;
+            int64_t to = upto < cut ? upto : cut;
             if ((rc = u_begin(st)) < 0)
                 break;
             rc = run_ints(st->w.db, x->w[UW_RET_READINGS], (int64_t[]){ids[i], to}, 2, "retention");
             if (rc == 0)
                 res->readings += sqlite3_changes(st->w.db);
-            if (rc == 0)
-                rc = retire(st, x->w[UW_RET_SAMPLES], ids[i], qids, nq, to, &ignored);
             rc = u_end(st, rc);
             if (to == cut)
                 break;

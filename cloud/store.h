@@ -155,6 +155,22 @@ void store_close(store_t *st);
 int store_put_batch(store_t *st, const char *gw, const char *stream, const struct reading *r, int n,
                     int64_t recv_ms, struct store_put_result *res);
 
+/* Group commit: several batches (and loss reports) in one transaction, so that one commit,
+ * one fsync and one pass over the pages they touch serve them all.
+ * store_group_begin() takes the writer for the calling thread and begins a transaction;
+ * until store_group_commit() or store_group_rollback(), that thread's store_put_batch()
+ * and store_put_loss() calls each run in a savepoint of it (each still all or nothing:
+ * a failed one leaves the others), and their results (res->ack included) say what the
+ * commit will make durable: publish nothing of them before store_group_commit() returns
+ * 0. On an error of the commit (or of the transaction, which then makes every later call
+ * of the group fail with -EIO) nothing of the group is stored. Other writes from that
+ * thread return -EDEADLK meanwhile; other threads' writes wait for the commit, so keep a
+ * group short (meter-cloud's ingest commits within 250 ms). -EBUSY: this thread already
+ * holds a group. */
+int store_group_begin(store_t *st);
+int store_group_commit(store_t *st);
+void store_group_rollback(store_t *st);
+
 /* Records the n (1..) entries of a loss report of gateway gw (stream) and counts every seq
  * of their ranges not yet counted as lost, in one transaction. An entry identical to a
  * stored one (same range, reason and ts: the gateway repeats a report until it is acked)

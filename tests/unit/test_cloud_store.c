@@ -2,7 +2,9 @@
  * test_cloud_store: the cloud store's seq bookkeeping (cloud/store.h) on a real SQLite
  * file: acks after out-of-order batches, received/duplicate/lost counters, loss reports
  * (repeats recorded once), seq 0 outside the numbering, data gaps reported once even after
- * a gap splits, the bound on a stream's ranges, and the state surviving a reopen.
+ * a gap splits, the bound on a stream's ranges, the state surviving a reopen, values
+ * read back from the per-reading blob, the migration of a schema version 1 file, and
+ * group commit (several batches in one transaction, each still all or nothing).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +14,10 @@
 
 #include "testutil.h"
 
+#include "quantities.h"
 #include "store.h"
+
+#include <sqlite3.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -368,6 +373,139 @@ static void test_reopen_and_online_acks(void **state)
     store_gateways_free(list, n);
 }
 
+/* Readings of meter m at T0 + i minutes, i in [0, n), with energy_import and power. */
+static void make_values(struct reading *r, int n, const char *m, uint64_t seq0)
+{
+    int e = qty_index("energy_import"), p = qty_index("power");
+
+    for (int i = 0; i < n; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        r[i].seq = seq0 + (uint64_t)i;
+        snprintf(r[i].meter, sizeof(r[i].meter), "%s", m);
+        r[i].ts_ms = T0 + (int64_t)i * 60000;
+        r[i].ok = true;
+        r[i].values[e] = 1000.25 + i;
+        r[i].values[p] = -0.5 * i;
+        r[i].present = (1u << e) | (1u << p);
+    }
+}
+
+static void check_values(store_t *st, const char *m, int n)
+{
+    int e = qty_index("energy_import"), p = qty_index("power"), got;
+    struct store_reading *v = NULL;
+
+    assert_i64_eq(store_readings(st, m, T0, T0 + 86400000, 100, &v, &got), 0);
+    assert_i64_eq(got, n);
+    for (int i = 0; i < got; i++) { /* newest first */
+        int k = n - 1 - i;
+        assert_i64_eq(v[i].r.ts_ms, T0 + (int64_t)k * 60000);
+        assert_int_equal(v[i].r.present, (1u << e) | (1u << p));
+        assert_true(v[i].r.values[e] == 1000.25 + k);
+        assert_true(v[i].r.values[p] == -0.5 * k);
+    }
+    free(v);
+    assert_i64_eq(store_readings_asc(st, m, T0, T0 + 86400000, 100, &v, &got), 0);
+    assert_i64_eq(got, n);
+    assert_true(v[0].r.values[e] == 1000.25 && v[got - 1].r.values[p] == -0.5 * (n - 1));
+    free(v);
+}
+
+static void sql(sqlite3 *db, const char *q)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, q, NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "%s: %s\n", q, msg ? msg : "?");
+    sqlite3_free(msg);
+    assert_int_equal(rc, SQLITE_OK);
+}
+
+/* A store written by schema version 1 (a row per value in samples) opens as version 2 with
+ * the same values; a version this build does not know is refused, naming it. */
+static void test_values_and_migration(void **state)
+{
+    struct fixture *f = *state;
+    struct store_put_result res;
+    struct reading r[5];
+    sqlite3 *db;
+    char err[300];
+
+    make_values(r, 5, "m1", 1);
+    assert_i64_eq(store_put_batch(f->st, GW, STREAM, r, 5, T0, &res), 0);
+    check_values(f->st, "m1", 5);
+    store_close(f->st);
+    f->st = NULL;
+
+    /* turn the file back into version 1 */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sql(db, "CREATE TABLE samples(meter_id INTEGER NOT NULL, qty INTEGER NOT NULL,"
+            " ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(meter_id, qty, ts))"
+            " WITHOUT ROWID;"
+            "INSERT INTO samples SELECT r.meter_id, q.id, r.ts,"
+            " CASE q.name WHEN 'energy_import' THEN 1000.25 + (r.ts - 1763800000000) / 60000"
+            " ELSE -0.5 * ((r.ts - 1763800000000) / 60000) END"
+            " FROM readings r, quantities q WHERE q.name IN ('energy_import', 'power');"
+            "ALTER TABLE readings DROP COLUMN vals; PRAGMA user_version=1;");
+    sqlite3_close(db);
+    assert_i64_eq(store_open(f->path, &f->st, err, sizeof(err)), 0);
+    check_values(f->st, "m1", 5);
+    store_close(f->st);
+    f->st = NULL;
+
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sql(db, "SELECT 1 FROM readings WHERE vals IS NOT NULL LIMIT 1");
+    assert_int_not_equal(sqlite3_exec(db, "SELECT 1 FROM samples", NULL, NULL, NULL), SQLITE_OK);
+    sql(db, "PRAGMA user_version=7");
+    sqlite3_close(db);
+    assert_i64_eq(store_open(f->path, &f->st, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "schema version 7"));
+    assert_i64_eq(store_open(f->path, &f->st, err, sizeof(err)), -EINVAL);
+    f->st = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sql(db, "PRAGMA user_version=2");
+    sqlite3_close(db);
+    assert_i64_eq(store_open(f->path, &f->st, err, sizeof(err)), 0);
+}
+
+/* A group: batches in one transaction, invisible to readers until the commit; a failed
+ * batch leaves the others; a rolled back group stores nothing. */
+static void test_group_commit(void **state)
+{
+    struct fixture *f = *state;
+    struct store_put_result res;
+    struct reading r[5];
+    struct store_reading *v = NULL;
+    struct store_ack acks[2];
+    bool changed;
+    int n;
+
+    make_values(r, 5, "m1", 1);
+    assert_i64_eq(store_group_begin(f->st), 0);
+    assert_i64_eq(store_group_begin(f->st), -EBUSY);
+    assert_i64_eq(store_put_batch(f->st, GW, STREAM, r, 3, T0, &res), 0);
+    assert_i64_eq(res.inserted, 3);
+    check_ack(&res.ack, 3, "[]");
+    /* invalid: all or nothing, the group goes on */
+    assert_i64_eq(store_put_batch(f->st, "bad gw!", STREAM, r, 1, T0, &res), -EINVAL);
+    assert_i64_eq(store_put_batch(f->st, GW, STREAM, r + 3, 2, T0, &res), 0);
+    check_ack(&res.ack, 5, "[]");
+    assert_i64_eq(store_put_status(f->st, GW, "online", T0, &changed), -EDEADLK);
+    assert_i64_eq(store_readings(f->st, "m1", T0, T0 + 86400000, 10, &v, &n), -ENOENT);
+    assert_i64_eq(store_group_commit(f->st), 0);
+    assert_i64_eq(store_group_commit(f->st), -EINVAL);
+    check_values(f->st, "m1", 5);
+
+    make_values(r, 5, "m2", 6);
+    assert_i64_eq(store_group_begin(f->st), 0);
+    assert_i64_eq(store_put_batch(f->st, GW, STREAM, r, 5, T0, &res), 0);
+    store_group_rollback(f->st);
+    assert_i64_eq(store_readings(f->st, "m2", T0, T0 + 86400000, 10, &v, &n), -ENOENT);
+    assert_i64_eq(store_stream_acks(f->st, GW, acks, 2, &n), 0);
+    assert_i64_eq(n, 1);
+    check_ack(&acks[0], 5, "[]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,6 +515,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gaps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_range_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_online_acks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_values_and_migration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
