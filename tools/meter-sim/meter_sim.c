@@ -327,7 +327,7 @@ static int parse_meter(const char *arg, struct options *o)
     const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
     char unit[16];
     long u;
-    size_t n;
+    size_t n, mlen;
 
     if (o->nspecs >= MAX_METERS) {
         fprintf(stderr, "meter-sim: --meter \"%s\": more than %d meters\n", arg, MAX_METERS);
@@ -359,7 +359,8 @@ static int parse_meter(const char *arg, struct options *o)
                 arg, unit);
         return -EINVAL;
     }
-    if (c2[1] == '\0' || strlen(c2 + 1) >= sizeof(sp->model)) {
+    mlen = strlen(c2 + 1);
+    if (mlen == 0 || mlen >= sizeof(sp->model)) {
         fprintf(stderr, "meter-sim: --meter \"%s\": bad model name\n", arg);
         return -EINVAL;
     }
@@ -372,7 +373,7 @@ static int parse_meter(const char *arg, struct options *o)
     }
     sp->arg = arg;
     sp->unit = (int)u;
-    strcpy(sp->model, c2 + 1);
+    memcpy(sp->model, c2 + 1, mlen + 1); /* the terminator included: fits, checked above */
     o->nspecs++;
     return 0;
 }
@@ -1055,7 +1056,11 @@ static void serve_request(struct sim *s, struct meter *m, enum bus bus, uint64_t
             delay += line_reply_us(s->opt.baud, s->bits_per_char, (size_t)len, p.len);
         if (s->rtu_busy_us > start)
             start = s->rtu_busy_us; /* the line still carries an earlier reply */
+        /* After the reply the line must stay silent for 3.5 characters before the master
+         * may start its next request: a request that comes sooner starts only then. */
         s->rtu_busy_us = start + delay;
+        if (s->opt.line_speed)
+            s->rtu_busy_us += line_silence_us(s->opt.baud, s->bits_per_char);
     }
     p.due_us = start + delay;
     reply_schedule(s, &p, now);
