@@ -438,6 +438,16 @@ class LineSpeed9600(LineSpeed):
         self.assertGreaterEqual(min(times), want, f"fastest pair {min(times) * 1000:.2f} ms < "
                                                   f"{want * 1000:.2f} ms")
         self.assertLess(statistics.median(times), want + 0.050)
+        # The served log: each pair's second request arrived with the first reply still
+        # queued (no reaction time), the next pair's first one after the reply went out.
+        rtu = [e for e in self.served() if e["bus"] == "rtu"]
+        self.assertEqual(len(rtu), 10, rtu)
+        for i, e in enumerate(rtu):
+            if i % 2 == 1 or i == 0:
+                self.assertNotIn("after_reply_us", e, f"request {i}: {e}")
+            else:
+                self.assertGreaterEqual(e["after_reply_us"], 0, f"request {i}: {e}")
+                self.assertLess(e["after_reply_us"], 2_000_000, f"request {i}: {e}")
 
 
 class LineSpeed19200E(LineSpeed):

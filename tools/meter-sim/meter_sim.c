@@ -142,6 +142,7 @@ struct sim {
 
     int bits_per_char;
     int64_t rtu_busy_us; /* the RTU line carries a reply until then (mono_us clock) */
+    int64_t rtu_sent_us; /* when the last RTU reply was written; 0: none yet */
 
     /* Replies waiting for their time, in no order; (due_us, seq) orders them. */
     struct pending {
@@ -152,6 +153,7 @@ struct sim {
         int meter;       /* index into meters; -1: a reply for no meter */
         struct fault fault;
         int fc, addr, count;
+        int64_t after_reply_us; /* RTU: the previous reply's write to this request; -1 */
         size_t len;
         uint8_t buf[TCP_ADU_MAX];
     } pending[MAX_PENDING];
@@ -759,6 +761,8 @@ static void served_log(struct sim *s, const struct pending *p)
         else if (p->fault.kind == FAULT_SLOW)
             fprintf(s->served, "\"delay_ms\":%d,", p->fault.arg);
     }
+    if (p->after_reply_us >= 0)
+        fprintf(s->served, "\"after_reply_us\":%" PRId64 ",", p->after_reply_us);
     fputs("\"values\":{", s->served);
     for (int i = 0; data && i < count; i++)
         words[i] = (uint16_t)((p->buf[off + 2 + 2 * i] << 8) | p->buf[off + 3 + 2 * i]);
@@ -906,6 +910,8 @@ static void reply_send(struct sim *s, const struct pending *p)
     if (p->bus == BUS_RTU) {
         ssize_t n = write(s->pty_master, p->buf, p->len);
 
+        s->rtu_sent_us = mono_us();
+
         if (n < 0 || (size_t)n != p->len)
             log_debug("rtu: reply not written (%s); is anyone on the line?",
                       n < 0 ? strerror(errno) : "short write");
@@ -1004,6 +1010,10 @@ static void serve_request(struct sim *s, struct meter *m, enum bus bus, uint64_t
     p.meter = m != NULL ? (int)(m - s->meters) : -1;
     p.fault = m != NULL ? m->fault : (struct fault){FAULT_NONE, 0};
     p.fc = fc;
+    /* How long the master took from the previous reply to this request (its reaction,
+     * the pseudo-terminal both ways included), when nothing else held the line. */
+    p.after_reply_us =
+        bus == BUS_RTU && s->rtu_sent_us > 0 && !pending_has_rtu(s) ? now - s->rtu_sent_us : -1;
     p.addr = (req[off + 1] << 8) | req[off + 2];
     p.count = (req[off + 3] << 8) | req[off + 4];
     if (m != NULL) {
