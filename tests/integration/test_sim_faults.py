@@ -448,6 +448,7 @@ class LineSpeed9600(LineSpeed):
             else:
                 self.assertGreaterEqual(e["after_reply_us"], 0, f"request {i}: {e}")
                 self.assertLess(e["after_reply_us"], 2_000_000, f"request {i}: {e}")
+            self.assertGreaterEqual(e["late_us"], 0, f"request {i}: {e}")
 
 
 class LineSpeed19200E(LineSpeed):

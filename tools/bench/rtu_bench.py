@@ -25,6 +25,8 @@ What is measured, for each framing (8N1, 8E1 by default):
             reply's write to its arrival (after_reply_us): the agent's reaction, libmodbus
             and the pseudo-terminal both ways included. Up to the 3.5-character silence a
             master must keep anyway it costs nothing; beyond it the line stands idle.
+  late      meter-sim logs how long after its due time each reply was written (late_us):
+            its own scheduling delay, which holds the line as long.
   raw       the same plan read by a minimal master (this script, raw bytes on the
             pseudo-terminal, next request as soon as a reply is complete) for --raw-cycles
             cycles after the agent stopped: what the simulator and the pseudo-terminal
@@ -252,6 +254,8 @@ def one_run(args, framing, run_no):
     if not react or not react_raw:
         raise RuntimeError("meter-sim logged no after_reply_us")
     idle_us = sum(max(0.0, a - silence_us) for a in react)
+    # meter-sim's own delay: replies written after their due time (older builds: none)
+    late = [e["late_us"] for e in log if t0_ms <= e["t"] <= t1_ms and "late_us" in e]
 
     # cycle times: per meter, between starts of its polls inside the measured window
     cycles = []
@@ -295,6 +299,9 @@ def one_run(args, framing, run_no):
         "idle_per_cycle": idle_us / 1e6 / (len(cycles) / len(meters)) if cycles else 0,
         "react_raw_med": statistics.median(react_raw), "react_raw_p99": quantile(react_raw, 0.99),
         "silence_us": silence_us,
+        "late_med": statistics.median(late) if late else float("nan"),
+        "late_p99": quantile(late, 0.99) if late else float("nan"),
+        "late_per_cycle": sum(late) / 1e6 / (len(cycles) / len(meters)) if late else float("nan"),
     }
 
 
@@ -368,15 +375,17 @@ def main():
     print("| framing | run | cycle ms mean | cycle ms max | silence us | agent reaction us median |"
           " p99 | max | requests over the silence | line idle ms per cycle |"
           " agent, a poll's first request: median | p99 | agent, within a poll: median | p99 |"
-          " raw master reaction us median | p99 |")
-    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+          " raw master reaction us median | p99 | meter-sim late us median | p99 |"
+          " meter-sim late ms per cycle |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for res in results:
         print(f"| {res['framing']} | {res['run']} | {fmt_ms(res['mean'])} | {fmt_ms(res['max'])} |"
               f" {res['silence_us']:.0f} | {res['react_med']:.0f} | {res['react_p99']:.0f} |"
               f" {res['react_max']:.0f} | {100 * res['react_over']:.2f} % |"
               f" {fmt_ms(res['idle_per_cycle'])} | {res['first_med']:.0f} | {res['first_p99']:.0f} |"
               f" {res['next_med']:.0f} | {res['next_p99']:.0f} | {res['react_raw_med']:.0f} |"
-              f" {res['react_raw_p99']:.0f} |")
+              f" {res['react_raw_p99']:.0f} | {res['late_med']:.0f} | {res['late_p99']:.0f} |"
+              f" {fmt_ms(res['late_per_cycle'])} |")
     if args.runs > 1:
         print("\nMedians over the runs:\n")
         print("| framing | cycle ms | bound ms | bound / cycle | vs target 0.9 | agent rtt sum ms |"

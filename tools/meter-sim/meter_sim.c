@@ -721,6 +721,8 @@ static void meter_refresh(struct meter *m, int64_t now_ms)
 
 /* --- served log --- */
 
+static int64_t mono_us(void);
+
 static int header_length(enum bus bus)
 {
     return bus == BUS_TCP ? 7 : 1;
@@ -763,6 +765,8 @@ static void served_log(struct sim *s, const struct pending *p)
     }
     if (p->after_reply_us >= 0)
         fprintf(s->served, "\"after_reply_us\":%" PRId64 ",", p->after_reply_us);
+    if (p->bus == BUS_RTU && p->due_us > 0 && p->fault.kind != FAULT_NOREPLY)
+        fprintf(s->served, "\"late_us\":%" PRId64 ",", mono_us() - p->due_us);
     fputs("\"values\":{", s->served);
     for (int i = 0; data && i < count; i++)
         words[i] = (uint16_t)((p->buf[off + 2 + 2 * i] << 8) | p->buf[off + 3 + 2 * i]);
