@@ -337,6 +337,11 @@ def main():
         if len(f) != 3 or f[0] != "8" or f[1] not in "NEO" or f[2] not in "12":
             ap.error(f"--framing {f}: expected 8N1, 8E1, 8O1, 8N2, ...")
 
+    try:  # the commit when the run starts (the binaries are those of --build)
+        commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "?"
     results = []
     for r in range(1, args.runs + 1):
         for f in framings:
@@ -347,11 +352,6 @@ def main():
                   f"{fmt_ms(res['raw'])} ms ({res['raw_ratio']:.3f})", file=sys.stderr)
 
     first = results[0]
-    try:
-        commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = "?"
     print(f"\ncommit {commit}; command: {' '.join(sys.argv)}")
     print(f"\n{args.meters} meters ({args.models} in turn) on one RTU bus at {args.baud} baud, "
           f"turnaround {args.turnaround} ms, queue {args.durability}, frame_delay_ms "
