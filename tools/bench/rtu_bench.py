@@ -37,6 +37,7 @@ and the medians over --runs runs. Every process it starts is stopped at the end,
 failure or Ctrl-C. Standard library only; run with /usr/bin/python3.
 
   tools/bench/rtu_bench.py --build build [--runs 3] [--seconds 60] [--framing 8N1,8E1]
+      [--agent PATH] [--env NAME=VALUE]...      # a patched agent, its environment
 """
 import argparse
 import json
@@ -196,7 +197,17 @@ def one_run(args, framing, run_no):
         cfg["queue"]["durability"] = args.durability
         cfg["health"] = {"interval_ms": 1000}
         tap = Tap(st, [f"{st.prefix}/gw-01/health"])
-        agent = st.start_agent(cfg)
+        path = st.path("meter-agent.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=2)
+        os.chmod(path, 0o600)
+        env = dict(os.environ)
+        for kv in args.env:
+            k, _, v = kv.partition("=")
+            env[k] = v
+        agent = st._start("meter-agent", [args.agent or os.path.join(st.build, "agent",
+                                                                     "meter-agent"),
+                                          "-d", "-f", path], env=env)
 
         def health():
             h = [p for t, p in tap.poll() if t.endswith("/health")]
@@ -331,6 +342,9 @@ def main():
     ap.add_argument("--runs", type=int, default=1, help="runs per framing")
     ap.add_argument("--dir", default="/tmp", help="where the run folders go")
     ap.add_argument("--keep", action="store_true", help="keep the run folders")
+    ap.add_argument("--agent", help="another meter-agent binary (e.g. a patched build)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set in the agent's environment; repeat")
     args = ap.parse_args()
     framings = [f.strip().upper() for f in args.framing.split(",") if f.strip()]
     for f in framings:
@@ -355,7 +369,9 @@ def main():
     print(f"\ncommit {commit}; command: {' '.join(sys.argv)}")
     print(f"\n{args.meters} meters ({args.models} in turn) on one RTU bus at {args.baud} baud, "
           f"turnaround {args.turnaround} ms, queue {args.durability}, frame_delay_ms "
-          f"{args.frame_delay_ms}; {args.seconds:.0f} s per run after {args.settle:.0f} s")
+          f"{args.frame_delay_ms}; {args.seconds:.0f} s per run after {args.settle:.0f} s"
+          + (f"; agent {args.agent}" if args.agent else "")
+          + (f"; env {' '.join(args.env)}" if args.env else ""))
     print("read plans: " + "; ".join(f"{m}: " + ", ".join(f"fc{fc} {a}+{c}" for fc, a, c in p)
                                      for m, p in sorted(first["plans"].items())))
     print(f"per cycle: {first['requests']} requests, {first['registers']} registers\n")
