@@ -421,6 +421,36 @@ class LineSpeed9600(LineSpeed):
         self.check(want)
 
 
+    def test_silence_after_a_reply_before_the_next_request(self):
+        """Two requests written at once: the second starts on the line only 3.5 characters
+        after the first reply ended, so both replies take 2 x formula + one silence."""
+        want = 2 * line_time_s(9600, 10, 8, 85) + math.ceil(3.5 * 10 * 1e6 / 9600) / 1e6
+        rtu = RawRtu(self.st.path("rtu0"))
+        try:
+            times = []
+            for _ in range(5):
+                dt, data = rtu.transact(rtu_frame(3, 4, 0, 40) * 2, 2 * 85)
+                self.assertIsNotNone(dt, f"no two whole replies: {data.hex()}")
+                self.assertTrue(crc_ok(data[:85]) and crc_ok(data[85:]), data.hex())
+                times.append(dt)
+        finally:
+            rtu.close()
+        self.assertGreaterEqual(min(times), want, f"fastest pair {min(times) * 1000:.2f} ms < "
+                                                  f"{want * 1000:.2f} ms")
+        self.assertLess(statistics.median(times), want + 0.050)
+        # The served log: each pair's second request arrived with the first reply still
+        # queued (no reaction time), the next pair's first one after the reply went out.
+        rtu = [e for e in self.served() if e["bus"] == "rtu"]
+        self.assertEqual(len(rtu), 10, rtu)
+        for i, e in enumerate(rtu):
+            if i % 2 == 1 or i == 0:
+                self.assertNotIn("after_reply_us", e, f"request {i}: {e}")
+            else:
+                self.assertGreaterEqual(e["after_reply_us"], 0, f"request {i}: {e}")
+                self.assertLess(e["after_reply_us"], 2_000_000, f"request {i}: {e}")
+            self.assertGreaterEqual(e["late_us"], 0, f"request {i}: {e}")
+
+
 class LineSpeed19200E(LineSpeed):
     extra = ("--line-speed", "--baud", "19200", "--parity", "E", "--turnaround", "20")
 

@@ -249,7 +249,10 @@ class StreamMetrics(unittest.TestCase):
         grew("meterlink_ingest_batches_total", 2)
         grew("meterlink_ingest_readings_stored_total", 2)
         grew("meterlink_ingest_duplicates_total", 1)
-        grew("meterlink_ingest_acks_total", 2)
+        # both batches may land in one group commit, which sends one ack per stream
+        acks = (after[("meterlink_ingest_acks_total", ())] -
+                before[("meterlink_ingest_acks_total", ())])
+        self.assertIn(acks, (1, 2), f"acks grew by {acks}")
         grew("meterlink_ingest_rejects_total", 1, (("cause", "envelope"),))
         self.assertEqual(after[("meterlink_gateways", (("status", "online"),))], 1)
         self.assertGreater(after[("meterlink_http_request_duration_seconds_count", ())],

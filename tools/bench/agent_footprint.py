@@ -5,8 +5,12 @@ Two phases, each on a private mosquitto, meter-sim and meter-cloud (tools/stack.
 the agent's default (durable) queue:
 
   memory  32 meters (16 SDM630 + 16 SDM120 on Modbus TCP) every 10 s: VmRSS and VmHWM from
-          /proc/PID/status after --settle seconds, and what the resident pages are
-          (/proc/PID/smaps by mapping: libraries, heap, thread stacks, other anonymous).
+          /proc/PID/status after --settle seconds, and what the resident pages are, from
+          /proc/PID/smaps: each library's code, symbol and relocation tables, relocated
+          data (RELRO), read-only and writable data; the main malloc arena ([heap]), the
+          other threads' malloc arenas, each thread's stack (found by the thread's stack
+          pointer in /proc/PID/task/TID/syscall), other anonymous memory; resident and
+          private dirty KiB of each.
   cpu     100 meters (50 + 50) every 1 s on Modbus TCP: utime + stime of the agent from
           /proc/PID/stat over --seconds (at least 60), as a share of one core, per thread too.
 
@@ -14,8 +18,10 @@ Every process it starts is stopped at the end, also on failure or Ctrl-C. Prints
 tables for docs/benchmarks.md. Standard library only; run with /usr/bin/python3.
 
   tools/bench/agent_footprint.py --build build [--seconds 60] [--phase memory|cpu]
+      [--env NAME=VALUE]... [--agent PATH]     # e.g. MALLOC_ARENA_MAX=1; a patched agent
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -47,27 +53,116 @@ def rollup(pid):
     return d["Pss"], d["Private_Clean"] + d["Private_Dirty"]
 
 
-def smaps(pid):
-    """Resident KiB by kind of mapping: each library (file), [heap], thread stacks (8 MiB
-    anonymous mappings next to a guard page), other anonymous memory, [stack]."""
-    out, cur, size = {}, None, 0
+def read_smaps(pid):
+    """Every mapping of /proc/PID/smaps in address order: dict with lo, hi, perms, path and
+    the KiB fields (Rss, Private_Dirty, ...)."""
+    maps = []
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
             parts = line.split()
-            if "-" in parts[0] and len(parts) >= 5 and not parts[0].endswith(":"):
-                path = parts[5] if len(parts) > 5 else ""
-                cur = os.path.basename(path) if path.startswith("/") else path or "anon"
+            if not parts:
+                continue
+            if not parts[0].endswith(":") and "-" in parts[0] and len(parts) >= 5:
                 lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                size = (hi - lo) // 1024
-                if cur == "anon" and size in (8192, 8188, 8196):
-                    cur = "thread stacks (anon 8 MiB)"
-                elif cur == "anon" and size >= 60000:
-                    cur = "malloc arenas (anon 64 MiB)"
-                elif cur == "anon":
-                    cur = "other anon"
-            elif parts[0] == "Rss:":
-                out[cur] = out.get(cur, 0) + int(parts[1])
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+                maps.append({"lo": lo, "hi": hi, "perms": parts[1],
+                             "path": parts[5] if len(parts) > 5 else ""})
+            elif maps and parts[0].endswith(":") and len(parts) >= 2 and parts[1].isdigit():
+                maps[-1][parts[0][:-1]] = int(parts[1])
+    return maps
+
+
+def thread_sps(pid):
+    """{tid: stack pointer} from /proc/PID/task/TID/syscall (a blocked thread's registers;
+    "running" threads have none)."""
+    out = {}
+    for t in sorted(int(x) for x in os.listdir(f"/proc/{pid}/task")):
+        try:
+            with open(f"/proc/{pid}/task/{t}/syscall") as f:
+                fields = f.read().split()
+            if len(fields) >= 9:
+                out[t] = int(fields[7], 16)
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+ARENA = 64 << 20  # glibc's per-thread malloc heaps: 64 MiB aligned reservations
+
+
+def classify(maps, sps, main_tid):
+    """Names every mapping: a library's code / read-only data / writable data (relocated,
+    .data, .bss), [heap] (the main malloc arena), each thread's stack (an anonymous
+    mapping after a guard page that holds the thread's stack pointer), the other malloc
+    arenas (anonymous, 64 MiB aligned, the unused rest PROT_NONE), other anonymous memory
+    (large malloc blocks mapped alone, libraries' .bss tails). Returns [(kind, name, map)]."""
+    out = []
+    tids = sorted(sps)
+    for i, m in enumerate(maps):
+        path = m["path"]
+        if path.startswith("/"):
+            lib = os.path.basename(path)
+            same = [x for x in maps[:i] if x["path"] == path]
+            nxt = maps[i + 1] if i + 1 < len(maps) else None
+            if m["perms"] == "r-xp":
+                part = "code"
+            elif m["perms"] == "r--p" and not any(x["perms"] == "r-xp" for x in same):
+                part = "headers, symbols, relocations"  # what the dynamic linker reads
+            elif m["perms"] == "r--p" and nxt and nxt["path"] == path and nxt["perms"] == "rw-p":
+                part = "relocated data (RELRO)"  # pointers the dynamic linker wrote
+            elif m["perms"] == "r--p":
+                part = "read-only data"
+            elif m["perms"] == "rw-p":
+                part = "writable data"
+            else:
+                part = m["perms"]
+            out.append(("library", f"{lib} {part}", m))
+        elif path == "[heap]":
+            out.append(("heap", "[heap] (main malloc arena)", m))
+        elif path == "[stack]":
+            out.append(("stack", "main thread stack", m))
+        elif path.startswith("["):
+            out.append(("kernel", path, m))
+        elif m["perms"] == "---p":
+            out.append(("reserved", "guard pages and unused arena space", m))
+        else:
+            owner = [t for t in tids if m["lo"] <= sps[t] < m["hi"] and t != main_tid]
+            prev_guard = i > 0 and maps[i - 1]["perms"] == "---p" and maps[i - 1]["hi"] == m["lo"]
+            next_res = (i + 1 < len(maps) and maps[i + 1]["perms"] == "---p"
+                        and maps[i + 1]["lo"] == m["hi"])
+            if owner:
+                out.append(("thread stack", f"thread {tids.index(owner[0]) + 1} stack", m))
+            elif prev_guard and not next_res and (m["hi"] - m["lo"]) >= (1 << 20):
+                out.append(("thread stack", "thread stack (thread running)", m))
+            elif m["lo"] % ARENA == 0 and next_res:
+                out.append(("arena", "malloc arena (a thread's)", m))
+            else:
+                out.append(("anon", "other anonymous", m))
+    return out
+
+
+def smaps(pid):
+    """Resident KiB by mapping name (see classify), largest first, with Private_Dirty."""
+    sps = thread_sps(pid)
+    rows = {}
+    for kind, name, m in classify(read_smaps(pid), sps, pid):
+        r = rows.setdefault(name, {"kind": kind, "rss": 0, "dirty": 0, "size": 0, "n": 0})
+        r["rss"] += m.get("Rss", 0)
+        r["dirty"] += m.get("Private_Dirty", 0)
+        r["size"] += (m["hi"] - m["lo"]) // 1024
+        r["n"] += 1
+    return dict(sorted(rows.items(), key=lambda kv: -kv[1]["rss"]))
+
+
+def smaps_by_kind(rows):
+    kinds = {}
+    for name, r in rows.items():
+        k = r["kind"]
+        if k == "library":
+            k = "library " + name.split(" ", 1)[1]
+        d = kinds.setdefault(k, {"rss": 0, "dirty": 0})
+        d["rss"] += r["rss"]
+        d["dirty"] += r["dirty"]
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]["rss"]))
 
 
 def cpu_s(path):
@@ -96,7 +191,16 @@ def start(args, n_meters, interval_ms):
     st.start_cloud()
     cfg = st.agent_config(ms, interval_ms=interval_ms)
     cfg["queue"]["durability"] = args.durability
-    agent = st.start_agent(cfg)
+    path = st.path("meter-agent.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2)
+    os.chmod(path, 0o600)
+    env = dict(os.environ)
+    for kv in args.env:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    agent_bin = args.agent or os.path.join(st.build, "agent", "meter-agent")
+    agent = st._start("meter-agent", [agent_bin, "-d", "-f", path], env=env)
     return st, agent
 
 
@@ -119,7 +223,9 @@ def phase_memory(args):
     finally:
         stop(args, st)
     print(f"\n### memory: 32 meters every 10 s, {args.durability}, after {args.settle:.0f} s "
-          f"({polls} readings confirmed by the cloud)\n")
+          f"({polls} readings confirmed by the cloud)"
+          + (f"; agent {args.agent}" if args.agent else "")
+          + (f"; env {' '.join(args.env)}" if args.env else "") + "\n")
     print("| VmRSS KiB | VmHWM KiB | RssAnon KiB | RssFile KiB | Pss KiB | USS KiB | threads |"
           " VmSize KiB | target RSS KiB | RSS vs target | Node-RED (cited) MiB |"
           " Node-RED / agent |")
@@ -128,11 +234,17 @@ def phase_memory(args):
           f" {s['Threads']} |"
           f" {s['VmSize']} | {RSS_TARGET_KIB} | {s['VmRSS'] / RSS_TARGET_KIB:.2f} |"
           f" {NODE_RED_MIB} | {NODE_RED_MIB * 1024 / s['VmRSS']:.0f}x |")
-    print("\nResident KiB by mapping (top 12):\n")
-    print("| mapping | resident KiB |")
-    print("|---|--:|")
-    for k, v in list(m.items())[:12]:
-        print(f"| {k} | {v} |")
+    print("\nResident KiB by kind:\n")
+    print("| kind | resident KiB | of which private dirty KiB |")
+    print("|---|--:|--:|")
+    for k, v in smaps_by_kind(m).items():
+        print(f"| {k} | {v['rss']} | {v['dirty']} |")
+    print(f"\nResident KiB by mapping (every mapping with {args.min_kib} KiB or more):\n")
+    print("| mapping | resident KiB | private dirty KiB | mapped KiB | mappings |")
+    print("|---|--:|--:|--:|--:|")
+    for k, v in m.items():
+        if v["rss"] >= args.min_kib:
+            print(f"| {k} | {v['rss']} | {v['dirty']} | {v['size']} | {v['n']} |")
 
 
 def acked(st):
@@ -209,6 +321,11 @@ def main():
                     help="the agent's queue.durability")
     ap.add_argument("--dir", default="/tmp", help="where the run folders go")
     ap.add_argument("--keep", action="store_true", help="keep the run folders")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set in the agent's environment (e.g. MALLOC_ARENA_MAX=1); repeat")
+    ap.add_argument("--agent", help="another meter-agent binary (e.g. a patched build)")
+    ap.add_argument("--min-kib", type=int, default=16,
+                    help="memory phase: list mappings with at least this many KiB resident")
     args = ap.parse_args()
     if args.phase in ("memory", "both"):
         phase_memory(args)

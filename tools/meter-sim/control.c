@@ -36,13 +36,14 @@ int control_open(const char *path, control_handler h, void *arg, struct control 
     struct control *c;
     struct sockaddr_un sa;
     struct stat st;
+    size_t plen = strlen(path);
     int rc;
 
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(sa.sun_path))
+    if (plen >= sizeof(sa.sun_path))
         return -ENAMETOOLONG;
-    strcpy(sa.sun_path, path);
+    memcpy(sa.sun_path, path, plen + 1); /* the terminator included: fits, checked above */
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             return -EEXIST;

@@ -95,3 +95,13 @@ int64_t line_reply_us(int baud, int bits_per_char, size_t req_chars, size_t rep_
         return 0;
     return (num + den - 1) / den;
 }
+
+int64_t line_silence_us(int baud, int bits_per_char)
+{
+    int64_t num = 7 * (int64_t)bits_per_char * 1000000;
+    int64_t den = 2 * (int64_t)baud;
+
+    if (baud <= 0)
+        return 0;
+    return (num + den - 1) / den;
+}

@@ -53,4 +53,8 @@ int line_bits_per_char(char parity, int stop_bits);
  * The slave's turnaround time is not included. */
 int64_t line_reply_us(int baud, int bits_per_char, size_t req_chars, size_t rep_chars);
 
+/* The 3.5-character silence that must follow a frame before the next one may start, in
+ * microseconds (rounded up): 3.5 * bits_per_char / baud seconds. 0 when baud <= 0. */
+int64_t line_silence_us(int baud, int bits_per_char);
+
 #endif

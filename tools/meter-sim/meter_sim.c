@@ -142,6 +142,7 @@ struct sim {
 
     int bits_per_char;
     int64_t rtu_busy_us; /* the RTU line carries a reply until then (mono_us clock) */
+    int64_t rtu_sent_us; /* when the last RTU reply was written; 0: none yet */
 
     /* Replies waiting for their time, in no order; (due_us, seq) orders them. */
     struct pending {
@@ -152,6 +153,7 @@ struct sim {
         int meter;       /* index into meters; -1: a reply for no meter */
         struct fault fault;
         int fc, addr, count;
+        int64_t after_reply_us; /* RTU: the previous reply's write to this request; -1 */
         size_t len;
         uint8_t buf[TCP_ADU_MAX];
     } pending[MAX_PENDING];
@@ -327,7 +329,7 @@ static int parse_meter(const char *arg, struct options *o)
     const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
     char unit[16];
     long u;
-    size_t n;
+    size_t n, mlen;
 
     if (o->nspecs >= MAX_METERS) {
         fprintf(stderr, "meter-sim: --meter \"%s\": more than %d meters\n", arg, MAX_METERS);
@@ -359,7 +361,8 @@ static int parse_meter(const char *arg, struct options *o)
                 arg, unit);
         return -EINVAL;
     }
-    if (c2[1] == '\0' || strlen(c2 + 1) >= sizeof(sp->model)) {
+    mlen = strlen(c2 + 1);
+    if (mlen == 0 || mlen >= sizeof(sp->model)) {
         fprintf(stderr, "meter-sim: --meter \"%s\": bad model name\n", arg);
         return -EINVAL;
     }
@@ -372,7 +375,7 @@ static int parse_meter(const char *arg, struct options *o)
     }
     sp->arg = arg;
     sp->unit = (int)u;
-    strcpy(sp->model, c2 + 1);
+    memcpy(sp->model, c2 + 1, mlen + 1); /* the terminator included: fits, checked above */
     o->nspecs++;
     return 0;
 }
@@ -718,6 +721,8 @@ static void meter_refresh(struct meter *m, int64_t now_ms)
 
 /* --- served log --- */
 
+static int64_t mono_us(void);
+
 static int header_length(enum bus bus)
 {
     return bus == BUS_TCP ? 7 : 1;
@@ -758,6 +763,10 @@ static void served_log(struct sim *s, const struct pending *p)
         else if (p->fault.kind == FAULT_SLOW)
             fprintf(s->served, "\"delay_ms\":%d,", p->fault.arg);
     }
+    if (p->after_reply_us >= 0)
+        fprintf(s->served, "\"after_reply_us\":%" PRId64 ",", p->after_reply_us);
+    if (p->bus == BUS_RTU && p->due_us > 0 && p->fault.kind != FAULT_NOREPLY)
+        fprintf(s->served, "\"late_us\":%" PRId64 ",", mono_us() - p->due_us);
     fputs("\"values\":{", s->served);
     for (int i = 0; data && i < count; i++)
         words[i] = (uint16_t)((p->buf[off + 2 + 2 * i] << 8) | p->buf[off + 3 + 2 * i]);
@@ -905,6 +914,8 @@ static void reply_send(struct sim *s, const struct pending *p)
     if (p->bus == BUS_RTU) {
         ssize_t n = write(s->pty_master, p->buf, p->len);
 
+        s->rtu_sent_us = mono_us();
+
         if (n < 0 || (size_t)n != p->len)
             log_debug("rtu: reply not written (%s); is anyone on the line?",
                       n < 0 ? strerror(errno) : "short write");
@@ -1003,6 +1014,10 @@ static void serve_request(struct sim *s, struct meter *m, enum bus bus, uint64_t
     p.meter = m != NULL ? (int)(m - s->meters) : -1;
     p.fault = m != NULL ? m->fault : (struct fault){FAULT_NONE, 0};
     p.fc = fc;
+    /* How long the master took from the previous reply to this request (its reaction,
+     * the pseudo-terminal both ways included), when nothing else held the line. */
+    p.after_reply_us =
+        bus == BUS_RTU && s->rtu_sent_us > 0 && !pending_has_rtu(s) ? now - s->rtu_sent_us : -1;
     p.addr = (req[off + 1] << 8) | req[off + 2];
     p.count = (req[off + 3] << 8) | req[off + 4];
     if (m != NULL) {
@@ -1055,7 +1070,11 @@ static void serve_request(struct sim *s, struct meter *m, enum bus bus, uint64_t
             delay += line_reply_us(s->opt.baud, s->bits_per_char, (size_t)len, p.len);
         if (s->rtu_busy_us > start)
             start = s->rtu_busy_us; /* the line still carries an earlier reply */
+        /* After the reply the line must stay silent for 3.5 characters before the master
+         * may start its next request: a request that comes sooner starts only then. */
         s->rtu_busy_us = start + delay;
+        if (s->opt.line_speed)
+            s->rtu_busy_us += line_silence_us(s->opt.baud, s->bits_per_char);
     }
     p.due_us = start + delay;
     reply_schedule(s, &p, now);
