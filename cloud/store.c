@@ -3226,7 +3226,8 @@ static int usage_after(store_t *st, struct fresh *f, int n)
     struct store_usage *x = st->usage;
     int rc;
 
-    qsort(f, (size_t)n, sizeof(*f), cmp_fresh);
+    if (n > 0)
+        qsort(f, (size_t)n, sizeof(*f), cmp_fresh);
     x->raw.valid = false; /* the readings changed since the last call */
     for (int i = 0; i < n;) {
         int j = i, cnt;
